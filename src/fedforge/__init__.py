@@ -23,6 +23,7 @@ from fedforge.errors import (
 )
 from fedforge.models import MODELS
 from fedforge.plugins import StrictModel as HyperParams
+from fedforge.tasks import TASKS, Task
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "HyperParams",
     "MODELS",
     "PARTITIONS",
+    "TASKS",
     "Algorithm",
     "ClientContext",
     "ClientJob",
@@ -46,6 +48,7 @@ __all__ = [
     "PartitionError",
     "RunResult",
     "ServerState",
+    "Task",
     "UnknownNameError",
     "algorithms",
     "load_config",

@@ -17,7 +17,7 @@ from fedforge.config import Config, build_config, load_config, merge, read_yaml
 from fedforge.data.federated import FederatedDataset, build_federated_dataset
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
 from fedforge.engine.client_store import ClientStore
-from fedforge.engine.evaluation import Evaluator
+from fedforge.engine.evaluation import build_evaluator
 from fedforge.engine.federation import Federation
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import UpdateValidator
@@ -25,6 +25,7 @@ from fedforge.engine.weights import FlatModel, save_state_dict
 from fedforge.errors import CheckpointError, ConfigError, RunDirError
 from fedforge.models import build_model
 from fedforge.seeding import INIT, derive_seed
+from fedforge.tasks import Task
 from fedforge.tracking.progress import ProgressSink
 from fedforge.tracking.rundir import create_run_dir, write_config, write_json
 from fedforge.tracking.sinks import MlflowSink, TensorBoardSink
@@ -113,10 +114,12 @@ class Experiment:
         self.cfg = cfg
         self.device = resolve_device(cfg.backend.device)
         self.data: FederatedDataset = build_federated_dataset(cfg).to(self.device)
+        self.task: Task = cfg.task.resolve()(cfg.task.params)
 
     def build_model(self) -> nn.Module:
-        cfg = self.cfg
-        model = build_model(cfg.model, self.data.input_shape, self.data.num_classes, derive_seed(cfg.seed, INIT))
+        cfg, data = self.cfg, self.data
+        seed = derive_seed(cfg.seed, INIT)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, seed, adapt=self.task.adapt_model)
         return model.to(self.device)
 
     def run(self, quiet: bool = False) -> RunResult:
@@ -201,8 +204,9 @@ class Session:
             self.server.load(self.state.weights)  # already complete: report it, change nothing
             summary = json.loads(finished.read_text())
             return RunResult(run_dir=self.run_dir, summary=summary, config=cfg, model=self.server.model)
+        exp = self.exp
         executor = cfg.backend.resolve()(
-            self.algorithm, self.exp.data, self.exp.build_model, cfg.train, self.clients, cfg.seed, self.exp.device
+            self.algorithm, exp.data, exp.build_model, cfg.train, self.clients, cfg.seed, exp.device, task=exp.task
         )
         sinks = self.sinks(start_round, reason, skipped, quiet)  # last: from here on they must be closed
         federation = Federation(
@@ -211,8 +215,10 @@ class Session:
             selector=ClientSelector(
                 cfg.data.num_clients, cfg.train.clients_per_round, cfg.seed, cfg.train.dropout_rate
             ),
-            validator=UpdateValidator(self.server.layout.size, cfg.validation.max_update_norm),
-            evaluator=Evaluator(self.exp.data, self.server, cfg.eval.batch_size, cfg.eval.personalized),
+            validator=UpdateValidator(cfg.validation.max_update_norm),
+            evaluator=build_evaluator(
+                exp.task, exp.data, self.server, cfg.eval.batch_size, cfg.eval.personalized, cfg.seed
+            ),
             client_store=self.clients,
             rounds=cfg.train.rounds,
             eval_every=cfg.eval.every,

@@ -167,14 +167,15 @@ def show_config(
 @app.command("list")
 @user_errors
 def list_plugins() -> None:
-    """List datasets, partitions, models, algorithms and backends, with their parameters."""
-    from fedforge import ALGORITHMS, DATASETS, EXECUTORS, MODELS, PARTITIONS
+    """List datasets, partitions, models, tasks, algorithms and backends, with their parameters."""
+    from fedforge import ALGORITHMS, DATASETS, EXECUTORS, MODELS, PARTITIONS, TASKS
     from fedforge.plugins import plugin_params
 
     for registry, section in (
         (DATASETS, "data.name"),
         (PARTITIONS, "data.partition.kind"),
         (MODELS, "model.name"),
+        (TASKS, "task.name"),
         (ALGORITHMS, "algorithm.name"),
         (EXECUTORS, "backend.kind"),
     ):

@@ -68,6 +68,12 @@ class PluginConfig(BaseModel):
         """The registry entry this section names."""
         return self.registry().get(getattr(self, self.key))
 
+    def set_param(self, key: str, value: Any) -> None:
+        """Fill in a parameter after validation (e.g. a default that depends on another section)."""
+        setattr(self.params, key, value)
+        assert self.__pydantic_extra__ is not None
+        self.__pydantic_extra__[key] = getattr(self.params, key)
+
 
 class PartitionConfig(PluginConfig):
     """How training samples are split across clients (see `fedforge list` for kinds)."""
@@ -140,6 +146,18 @@ class AlgorithmConfig(PluginConfig):
         from fedforge.algorithms import ALGORITHMS
 
         return ALGORITHMS
+
+
+class TaskConfig(PluginConfig):
+    """What is learned: `classification` (labels) or `ssl` (self-supervised, labels unused)."""
+
+    name: str = Field("classification", description="task (default: the one the algorithm trains)")
+
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        from fedforge.tasks import TASKS
+
+        return TASKS
 
 
 class TrainConfig(StrictModel):
@@ -225,6 +243,7 @@ class Config(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -232,8 +251,36 @@ class Config(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_follows_algorithm(cls, data: Any) -> Any:
+        """A task section without a name (or no section) means the algorithm's own task."""
+        if not isinstance(data, dict):
+            return data
+        algo = data.get("algorithm") or {}
+        name = algo.get("name", "fedavg") if isinstance(algo, Mapping) else "fedavg"
+        from fedforge.algorithms import ALGORITHMS
+
+        if name not in ALGORITHMS:
+            return data  # the algorithm section reports the unknown name
+        task = data.get("task")
+        if task is None or (isinstance(task, Mapping) and "name" not in task):
+            data = {**data, "task": {**(task or {}), "name": ALGORITHMS.get(name).task}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        algo = self.algorithm.resolve()
+        if self.task.name.lower() != algo.task:
+            raise PydanticCustomError(
+                "inconsistent",
+                "algorithm '{a}' trains the '{want}' task, not '{got}'; set task.name={want} or pick another algorithm",
+                {"a": self.algorithm.name, "want": algo.task, "got": self.task.name, "subloc": "task.name"},
+            )
+        try:
+            algo.configure_task(self.task)
+        except ValueError as err:
+            raise PydanticCustomError("inconsistent", "{msg}", {"msg": str(err), "subloc": "task"}) from None
         if self.train.clients_per_round is None:
             self.train.clients_per_round = self.data.num_clients
         elif self.train.clients_per_round > self.data.num_clients:
@@ -298,7 +345,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 # Sections whose parameters belong to the plug-in they name: switching the plug-in starts
 # from the new one's defaults instead of inheriting parameters it would not accept.
-PLUGIN_SECTIONS = {("algorithm", "name"), ("model", "name"), ("data", "partition", "kind")}
+PLUGIN_SECTIONS = {("algorithm", "name"), ("model", "name"), ("task", "name"), ("data", "partition", "kind")}
 
 
 def merge(base: dict[str, Any], update: Mapping[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:

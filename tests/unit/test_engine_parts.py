@@ -20,7 +20,7 @@ def test_selection_is_seeded_per_round_and_without_replacement():
 
 def test_validator_rejects_malformed_updates_with_reasons():
     g = torch.zeros(4)
-    v = UpdateValidator(size=4, max_update_norm=1.0)
+    v = UpdateValidator(max_update_norm=1.0)
     good = ClientResult(0, torch.full((4,), 0.1), 10)
     nan = ClientResult(1, torch.tensor([0.0, float("nan"), 0.0, 0.0]), 10)
     shape = ClientResult(2, torch.zeros(5), 10)

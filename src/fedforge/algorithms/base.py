@@ -20,7 +20,7 @@ from fedforge.data.federated import FederatedDataset
 from fedforge.engine.weights import FlatModel, Layout
 from fedforge.plugins import StrictModel
 from fedforge.registry import Registry
-from fedforge.tasks import ClassificationTask
+from fedforge.tasks import Task
 
 
 @dataclass
@@ -60,10 +60,11 @@ class ClientContext:
     round: int
     flat: FlatModel
     data: FederatedDataset
-    task: ClassificationTask
+    task: Task
     train: TrainConfig
     generator: torch.Generator
     state: dict[str, Any]  # persistent per-client state (kept in the ClientStore between rounds)
+    metrics: dict[str, float] = field(default_factory=dict)  # per-round scalars a method reports (in ClientResult)
 
     @property
     def model(self) -> nn.Module:
@@ -74,14 +75,16 @@ class ClientContext:
         return len(self.data.client_train[self.client_id])
 
     def batches(self, epochs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled mini-batches of this client's shard: index slices into shared tensors."""
+        """Shuffled mini-batches of this client's shard: index slices into shared tensors.
+
+        Images stay raw (uint8): the task turns them into inputs (one view or two)."""
         idx = self.data.client_train[self.client_id]
-        src, transform, size = self.data.source, self.data.transform, self.train.batch_size
+        src, size = self.data.source, self.train.batch_size
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=self.generator).to(idx.device)]
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
-                yield transform(src.train_x[batch], self.generator), src.train_y[batch]
+                yield src.train_x[batch], src.train_y[batch]
 
     def optimizer(self) -> torch.optim.Optimizer:
         """A fresh local optimizer, as in FedAvg: no optimizer state survives between rounds."""
@@ -103,13 +106,15 @@ class ClientContext:
         optimizer = self.optimizer()
         total = torch.zeros((), device=self.flat.vector.device)
         steps = 0
-        for x, y in self.batches(epochs):
+        task, transform = self.task, self.data.transform
+        for images, labels in self.batches(epochs):
             self.flat.zero_grad()
-            loss = self.task.loss(model(x), y)
+            loss = task.train_loss(model, images, labels, transform, self.generator)
             loss.backward()
             if after_backward is not None:
                 after_backward()
             optimizer.step()
+            task.after_step(model)
             total += loss.detach()
             steps += 1
         return float(total) / steps if steps else float("nan")
@@ -124,6 +129,11 @@ class Algorithm:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    task: ClassVar[str] = "classification"  # the task it trains; config.task defaults to it
+
+    @classmethod
+    def configure_task(cls, task: Any) -> None:
+        """Check (or complete) the task section for this method; raise ValueError to refuse it."""
 
     def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -138,6 +148,10 @@ class Algorithm:
 
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
         return ClientJob(client_id=client_id, round=round_index, weights=state.weights)
+
+    def upload_reference(self, state: ServerState) -> torch.Tensor:
+        """The global counterpart of what a client uploads: validation checks size and distance against it."""
+        return state.weights
 
     def aggregate(self, state: ServerState, results: list[ClientResult], round_index: int) -> ServerState:
         raise NotImplementedError

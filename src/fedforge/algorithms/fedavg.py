@@ -1,10 +1,12 @@
 """FedAvg (McMahan et al., 2017): local SGD, then a sample-weighted average of the models.
 
-Its hooks (`prepare`, `after_backward`, `finish`) are how FedProx, FedBN and later
+Its hooks (`receive`, `prepare`, `after_backward`, `finish`, `upload`) are how FedProx, FedBN and later
 methods change one step without copying the rest.
 """
 
 from __future__ import annotations
+
+import torch
 
 from fedforge.algorithms.base import Algorithm, ClientContext, ClientJob, ClientResult, ServerState, register
 from fedforge.engine.weights import weighted_average
@@ -22,13 +24,21 @@ class FedAvg(Algorithm):
         return ServerState(weights=weights, extras=state.extras)
 
     def local_update(self, ctx: ClientContext, job: ClientJob) -> ClientResult:
-        ctx.flat.load(job.weights)
+        self.receive(ctx, job)
         self.prepare(ctx, job)
         loss = ctx.run_sgd(self.train.local_epochs, lambda: self.after_backward(ctx, job))
         self.finish(ctx, job)
-        return ClientResult(job.client_id, ctx.flat.read(), ctx.num_samples, {"train_loss": loss})
+        return ClientResult(job.client_id, self.upload(ctx), ctx.num_samples, {"train_loss": loss, **ctx.metrics})
 
-    # hooks: no-ops here
+    # hooks
+    def receive(self, ctx: ClientContext, job: ClientJob) -> None:
+        """Put the server's payload into the client's model (here: the whole global model)."""
+        ctx.flat.load(job.weights)
+
+    def upload(self, ctx: ClientContext) -> torch.Tensor:
+        """What the client sends back (here: its whole model)."""
+        return ctx.flat.read()
+
     def prepare(self, ctx: ClientContext, job: ClientJob) -> None:
         """Runs after the global weights are loaded, before training."""
 

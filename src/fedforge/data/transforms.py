@@ -22,6 +22,10 @@ class BatchTransform:
         self.scale, self.shift = self.scale.to(device), self.shift.to(device)
         return self
 
+    def from_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize float images already scaled to [0, 1] (e.g. after SSL view augmentation)."""
+        return torch.addcmul(self.shift, x, self.scale * 255.0)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Eval when `generator` is None; training augmentation (if enabled) otherwise."""
         x = torch.addcmul(self.shift, images.float(), self.scale)
@@ -32,7 +36,7 @@ class BatchTransform:
         return x
 
 
-def _rand(n: int, generator: torch.Generator, device: torch.device, high: int | None = None) -> torch.Tensor:
+def rand(n: int, generator: torch.Generator, device: torch.device, high: int | None = None) -> torch.Tensor:
     # Draw on the generator's device (CPU here), then move: keeps CPU and GPU runs identical.
     if high is None:
         return torch.rand(n, generator=generator).to(device)
@@ -43,12 +47,12 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     """Zero-pad by `pad` and take a random same-size crop per image, in one gather."""
     b, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = _rand(b, generator, x.device, 2 * pad + 1)[:, None] + torch.arange(h, device=x.device)
-    cols = _rand(b, generator, x.device, 2 * pad + 1)[:, None] + torch.arange(w, device=x.device)
+    rows = rand(b, generator, x.device, 2 * pad + 1)[:, None] + torch.arange(h, device=x.device)
+    cols = rand(b, generator, x.device, 2 * pad + 1)[:, None] + torch.arange(w, device=x.device)
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = _rand(x.shape[0], generator, x.device) < 0.5
+    flip = rand(x.shape[0], generator, x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -1,13 +1,16 @@
 """Evaluation of the global model (global test set) and of each client (its local test split).
 
-Clients whose evaluated weights equal the global model share one batched pass over the
-union of their test splits; only personalized clients (e.g. FedBN) get a pass each.
+Classification: clients whose evaluated weights equal the global model share one batched
+pass over the union of their test splits; only personalized clients (e.g. FedBN) get a
+pass each. Representation learning (task ssl): the global encoder is judged by a linear
+probe and a kNN monitor on the labeled train/test split, and optionally by fine-tuning.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -15,7 +18,9 @@ from fedforge.algorithms.base import Algorithm, ServerState
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.weights import FlatModel
-from fedforge.tasks import ClassificationTask, Outcomes
+from fedforge.seeding import EVAL, derive_seed
+from fedforge.tasks import ClassificationTask, Outcomes, SSLNetwork, SSLTask, Task
+from fedforge.tasks.probe import extract_features, finetune, knn_accuracy, labeled_subset, linear_probe
 
 
 @dataclass
@@ -24,6 +29,7 @@ class EvalMetrics:
     loss: float
     client_accuracy: list[float] | None = None  # NaN for clients without local test data
     domain_accuracy: dict[str, float] | None = None  # multi-domain sets: accuracy on each domain's test set
+    extra: dict[str, float] = field(default_factory=dict)  # further named metrics (e.g. knn_accuracy)
 
     @property
     def domain_mean(self) -> float | None:
@@ -49,6 +55,22 @@ class EvalMetrics:
         return [a for a in (self.client_accuracy or []) if not math.isnan(a)]
 
 
+class RoundEvaluator(Protocol):
+    def evaluate(
+        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+    ) -> EvalMetrics: ...
+
+
+def build_evaluator(
+    task: Task, data: FederatedDataset, flat: FlatModel, batch_size: int, personalized: bool, seed: int
+) -> RoundEvaluator:
+    """The evaluator that judges `task` (its `evaluation` kind)."""
+    if task.evaluation == "representation":
+        assert isinstance(task, SSLTask)
+        return RepresentationEvaluator(data, flat, task, batch_size, seed)
+    return Evaluator(data, flat, batch_size, personalized)
+
+
 class Evaluator:
     def __init__(self, data: FederatedDataset, flat: FlatModel, batch_size: int, personalized: bool) -> None:
         self.data, self.flat, self.batch_size, self.personalized = data, flat, batch_size, personalized
@@ -64,7 +86,9 @@ class Evaluator:
         self.flat.load(weights)
         return self.task.outcomes(self.flat.model, images, labels, self.data.transform, self.batch_size)
 
-    def evaluate(self, algorithm: Algorithm, state: ServerState, clients: ClientStore) -> EvalMetrics:
+    def evaluate(
+        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+    ) -> EvalMetrics:
         src = self.data.source
         glob = self._outcomes(state.weights, src.test_x, src.test_y)
         metrics = EvalMetrics(accuracy=glob.accuracy(), loss=glob.mean_loss())
@@ -115,3 +139,48 @@ class Evaluator:
             for cid, part in zip(shared, correct.split([len(self.data.client_test[c]) for c in shared]), strict=True):
                 accuracy[cid] = float(part.float().mean())
         return accuracy
+
+
+class RepresentationEvaluator:
+    """Linear probe (the reported accuracy) and kNN accuracy of the global encoder, frozen;
+    after the last round also fine-tuning on the configured label shares."""
+
+    def __init__(self, data: FederatedDataset, flat: FlatModel, task: SSLTask, batch_size: int, seed: int) -> None:
+        self.data, self.flat, self.task, self.batch_size = data, flat, task, batch_size
+        self.seed = derive_seed(seed, EVAL)
+
+    def evaluate(
+        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+    ) -> EvalMetrics:
+        self.flat.load(state.weights)
+        network = self.flat.model
+        assert isinstance(network, SSLNetwork)
+        return self.judge(network, final)
+
+    def judge(self, network: SSLNetwork, final: bool = False) -> EvalMetrics:
+        """Probe `network`'s encoder (also usable on a network outside any federation)."""
+        src, p = self.data.source, self.task.params
+        was_training = network.training
+        network.eval()
+        try:
+            train_f = extract_features(network, src.train_x, self.data.transform, self.batch_size)
+            test_f = extract_features(network, src.test_x, self.data.transform, self.batch_size)
+            acc, loss = linear_probe(
+                train_f, src.train_y, test_f, src.test_y, src.num_classes,
+                epochs=p.probe_epochs, lr=p.probe_lr, seed=self.seed,
+            )  # fmt: skip
+            knn = knn_accuracy(
+                train_f, src.train_y, test_f, src.test_y, src.num_classes, k=p.knn_k, temperature=p.knn_temperature
+            )
+            metrics = EvalMetrics(accuracy=acc, loss=loss, extra={"knn_accuracy": knn})
+            if final:
+                for fraction in p.finetune_fractions:
+                    idx = labeled_subset(src.train_y, fraction, self.seed)
+                    metrics.extra[f"finetune_{fraction:g}_accuracy"] = finetune(
+                        network.encoder, network.feature_dim, src.num_classes,
+                        src.train_x[idx], src.train_y[idx], src.test_x, src.test_y, self.data.transform,
+                        epochs=p.finetune_epochs, lr=p.finetune_lr, seed=self.seed,
+                    )  # fmt: skip
+        finally:
+            network.train(was_training)
+        return metrics

@@ -20,7 +20,7 @@ from fedforge.engine.client_store import ClientStore
 from fedforge.engine.weights import FlatModel
 from fedforge.registry import Registry
 from fedforge.seeding import CLIENT, derive_seed
-from fedforge.tasks import ClassificationTask
+from fedforge.tasks import ClassificationTask, Task
 
 EXECUTORS: Registry[type[Executor]] = Registry("backend")
 
@@ -49,10 +49,12 @@ class Executor:
         client_store: ClientStore,
         seed: int,
         device: torch.device,
+        task: Task | None = None,
     ) -> None:
         self.algorithm, self.data, self.train = algorithm, data, train
         self.client_store, self.seed, self.device = client_store, seed, device
         self.model_factory = model_factory
+        self.task = task if task is not None else ClassificationTask()
 
     def run(self, jobs: list[ClientJob]) -> list[ClientResult | ClientFailure]:
         """One outcome per job, in job order; a client that raises yields a ClientFailure."""
@@ -66,7 +68,6 @@ class SequentialExecutor(Executor):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.flat = FlatModel(self.model_factory().to(self.device))
-        self.task = ClassificationTask()
 
     def run(self, jobs: list[ClientJob]) -> list[ClientResult | ClientFailure]:
         return [self.run_one(job) for job in jobs]

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from fedforge.algorithms.base import Algorithm, ClientResult, ServerState
 from fedforge.engine.client_store import ClientStore
-from fedforge.engine.evaluation import EvalMetrics, Evaluator
+from fedforge.engine.evaluation import EvalMetrics, RoundEvaluator
 from fedforge.engine.executors import ClientFailure, Executor
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import Rejection, UpdateValidator
@@ -24,6 +24,10 @@ class ClientRecord:
     seconds: float
     bytes_down: int
     bytes_up: int
+    metrics: dict[str, float] = field(default_factory=dict)  # what the method reported beyond loss and time
+
+
+STANDARD_CLIENT_METRICS = {"train_loss", "seconds"}
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Federation:
         executor: Executor,
         selector: ClientSelector,
         validator: UpdateValidator,
-        evaluator: Evaluator,
+        evaluator: RoundEvaluator,
         client_store: ClientStore,
         rounds: int,
         eval_every: int,
@@ -86,14 +90,15 @@ class Federation:
         results = [o for o in outcomes if not isinstance(o, ClientFailure)]
         if jobs and not results:
             raise AllClientsFailed(f"every client failed in round {r}: {failures[0].reason}") from failures[0].error
-        kept, rejected = self.validator.filter(results, state.weights)
+        kept, rejected = self.validator.filter(results, self.algorithm.upload_reference(state))
         state = self.algorithm.aggregate(state, kept, r)
         train_seconds = time.perf_counter() - start
         record = self._record(r, jobs, results, kept, rejected, train_seconds)
         record.events += [(cid, "dropout", "simulated dropout (train.dropout_rate)") for cid in dropped]
         record.events += [(f.client_id, "client_failed", f.reason) for f in failures]
         if self.should_evaluate(r):
-            record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store)
+            final = r == self.rounds - 1
+            record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final)
         record.seconds = time.perf_counter() - start
         for sink in self.sinks:
             sink.log_round(record)
@@ -112,6 +117,7 @@ class Federation:
                 seconds=float(res.metrics.get("seconds", 0.0)),
                 bytes_down=down.get(res.client_id, 0),
                 bytes_up=payload_bytes(res.weights, res.extras),
+                metrics={k: float(v) for k, v in res.metrics.items() if k not in STANDARD_CLIENT_METRICS},
             )
             for res in results
         ]

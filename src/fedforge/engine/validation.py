@@ -22,16 +22,17 @@ class Rejection:
 class UpdateValidator:
     """Checks shape, dtype, finiteness, sample count and (optionally) distance to the global model."""
 
-    def __init__(self, size: int, max_update_norm: float | None = None) -> None:
-        self.size = size
+    def __init__(self, max_update_norm: float | None = None) -> None:
         self.max_update_norm = max_update_norm
 
     def check(self, result, global_weights: torch.Tensor) -> None:
+        """`global_weights`: the global counterpart of what the client uploads (its size is the expected one)."""
         w = result.weights
         if not isinstance(w, torch.Tensor):
             raise InvalidUpdate(f"weights are {type(w).__name__}, not a tensor")
-        if w.dtype != torch.float32 or w.ndim != 1 or w.numel() != self.size:
-            raise InvalidUpdate(f"weights are {w.dtype} {tuple(w.shape)}, expected float32 ({self.size},)")
+        size = global_weights.numel()
+        if w.dtype != torch.float32 or w.ndim != 1 or w.numel() != size:
+            raise InvalidUpdate(f"weights are {w.dtype} {tuple(w.shape)}, expected float32 ({size},)")
         if not bool(torch.isfinite(w).all()):
             raise InvalidUpdate("weights contain NaN or infinite values")
         if not isinstance(result.num_samples, int) or result.num_samples < 0:

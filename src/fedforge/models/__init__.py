@@ -16,18 +16,26 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def build_model(model_cfg, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+def build_model(
+    model_cfg,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    seed: int,
+    adapt: Callable[[nn.Module], nn.Module] | None = None,
+) -> nn.Module:
     """Instantiate the configured model with initial weights fixed by `seed`.
 
     torchvision initializes with the global RNG inside constructors, so the RNG is forked
-    and seeded here: the global stream outside is left untouched.
+    and seeded here: the global stream outside is left untouched. `adapt` (the task's
+    `adapt_model`, e.g. SSL heads around the backbone) runs under the same seed.
     """
     import torch
 
     factory = model_cfg.resolve()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return factory(input_shape, num_classes, **model_cfg.params.model_dump())
+        model = factory(input_shape, num_classes, **model_cfg.params.model_dump())
+        return adapt(model) if adapt is not None else model
 
 
 from fedforge.models import small, torchvision_nets  # noqa: E402,F401  (registers the built-ins)

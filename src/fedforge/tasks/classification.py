@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedforge.data.transforms import BatchTransform
+from fedforge.tasks.base import TASKS, Task
 
 
 @dataclass
@@ -25,9 +26,21 @@ class Outcomes:
         return float(self.loss.mean()) if len(self.loss) else float("nan")
 
 
-class ClassificationTask:
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets)
+@TASKS.register("classification")
+class ClassificationTask(Task):
+    """Supervised classification with cross-entropy (the default task)."""
+
+    name = "classification"
+
+    def train_loss(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: BatchTransform,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        return F.cross_entropy(model(transform(images, generator)), labels)
 
     @torch.inference_mode()
     def outcomes(
