@@ -34,4 +34,6 @@ class ProgressSink:
                 status += f"  client acc {record.eval.personalized_mean:.4f}"
             if record.eval.domain_mean is not None:
                 status += f"  domain acc {record.eval.domain_mean:.4f}"
+            if "knn_accuracy" in record.eval.extra:
+                status += f"  knn {record.eval.extra['knn_accuracy']:.4f}"
         self.progress.update(self.task, completed=record.round + 1, status=status)

@@ -68,6 +68,7 @@ def _rows(path: str | Path, table: str, run_id: str | None, frame: bool) -> Any:
             "rounds": " ORDER BY run_id, round",
             "client_rounds": " ORDER BY run_id, round, client_id",
             "domain_rounds": " ORDER BY run_id, round, domain",
+            "metrics": " ORDER BY run_id, round, client_id, name",
         }.get(table, " ORDER BY at")
         rows = [dict(r) for r in db.execute(f"SELECT * FROM {table}{where}{order}", (run_id,) if run_id else ())]
     finally:
@@ -88,6 +89,11 @@ def load_client_rounds(path: str | Path, run_id: str | None = None, *, frame: bo
 def load_domain_rounds(path: str | Path, run_id: str | None = None, *, frame: bool = False) -> Any:
     """Per-domain accuracy at evaluated rounds (multi-domain datasets)."""
     return _rows(path, "domain_rounds", run_id, frame)
+
+
+def load_metrics(path: str | Path, run_id: str | None = None, *, frame: bool = False) -> Any:
+    """Further named metrics: global (client_id None, e.g. knn_accuracy) and per client (e.g. ema_decay)."""
+    return _rows(path, "metrics", run_id, frame)
 
 
 def load_events(path: str | Path, run_id: str | None = None, *, frame: bool = False) -> Any:

@@ -36,6 +36,8 @@ def round_scalars(record: RoundRecord) -> dict[str, float]:
             scalars[f"domain/{name}"] = acc
         if ev.domain_mean is not None:
             scalars["domain/mean"] = ev.domain_mean
+        for name, value in ev.extra.items():
+            scalars[f"global/{name}"] = value
     return {k: v for k, v in scalars.items() if v == v}  # drop NaN
 
 

@@ -1,7 +1,7 @@
 """SQLite run store: `<runs_dir>/runs.db`, shared by every run stored in that folder.
 
-Schema (version 2; `meta.schema_version` says which one a file has; version 1 files are
-upgraded in place on open, by adding the `domain_rounds` table):
+Schema (version 3; `meta.schema_version` says which one a file has; version 1 and 2 files
+are upgraded in place on open, by adding the tables they lack):
 
 - `runs`: one row per run. `run_id` (= the run directory's name), `name`, `run_dir`,
   `algorithm`, `dataset`, `model`, `seed`, `config` (resolved config, JSON), `status`
@@ -15,6 +15,9 @@ upgraded in place on open, by adding the `domain_rounds` table):
   loss, seconds, bytes) or was evaluated (`test_accuracy` on its local test split).
 - `domain_rounds`: multi-domain sets, one row per (evaluated round, domain): `domain`,
   `accuracy` (mean over the domain's clients of their model's accuracy on its test set).
+- `metrics`: further named scalars, one row per (round, client or NULL, name): global ones
+  from evaluation (e.g. `knn_accuracy`, `finetune_0.01_accuracy` for SSL; `client_id`
+  NULL) and per-client ones a method reports (e.g. FedEMA's `divergence`, `ema_decay`).
 - `events`: `round`, `client_id`, `kind` (rejected_update | client_failed | dropout |
   resume | checkpoint_skipped), `reason`, `at`.
 
@@ -35,8 +38,8 @@ from typing import Any
 from fedforge.engine.federation import RoundRecord
 from fedforge.errors import RunStoreError
 
-SCHEMA_VERSION = 2
-UPGRADABLE = {1}  # older versions that an additive upgrade brings to SCHEMA_VERSION
+SCHEMA_VERSION = 3
+UPGRADABLE = {1, 2}  # older versions that an additive upgrade brings to SCHEMA_VERSION
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +65,10 @@ CREATE TABLE IF NOT EXISTS domain_rounds (
     run_id TEXT NOT NULL, round INTEGER NOT NULL, domain TEXT NOT NULL, accuracy REAL,
     PRIMARY KEY (run_id, round, domain)
 );
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, round INTEGER NOT NULL, client_id INTEGER, name TEXT NOT NULL, value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, round);
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL, round INTEGER, client_id INTEGER, kind TEXT NOT NULL,
     reason TEXT, at REAL NOT NULL
@@ -160,7 +167,7 @@ class RunStore:
         with self.db:
             if self.db.execute("SELECT 1 FROM runs WHERE run_id = ?", (self.run_id,)).fetchone() is None:
                 raise RunStoreError(f"run store '{self.path}' has no run '{self.run_id}' to resume")
-            for table in ("rounds", "client_rounds", "domain_rounds"):
+            for table in ("rounds", "client_rounds", "domain_rounds", "metrics"):
                 self.db.execute(f"DELETE FROM {table} WHERE run_id = ? AND round > ?", (self.run_id, last_round))
             self.db.execute(
                 "DELETE FROM events WHERE run_id = ? AND round > ? AND kind != 'resume'", (self.run_id, last_round)
@@ -223,6 +230,12 @@ class RunStore:
             self.db.executemany(
                 "INSERT INTO domain_rounds VALUES (?, ?, ?, ?)",
                 [(self.run_id, record.round, name, _num(acc)) for name, acc in domains.items()],
+            )
+            metrics = [(None, name, value) for name, value in ((ev.extra if ev else None) or {}).items()]
+            metrics += [(c.client_id, name, value) for c in record.clients for name, value in c.metrics.items()]
+            self.db.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+                [(self.run_id, record.round, cid, name, _num(float(value))) for cid, name, value in metrics],
             )
             self.db.executemany(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",

@@ -16,6 +16,7 @@ class SummarySink:
         self.final_personalized: float | None = None
         self.final_worst10: float | None = None
         self.final_domains: dict[str, float] | None = None
+        self.final_metrics: dict[str, float] = {}
         self.rounds = 0
         self.bytes_down = 0
         self.bytes_up = 0
@@ -35,6 +36,7 @@ class SummarySink:
             self.final_personalized = record.eval.personalized_mean
             self.final_worst10 = record.eval.personalized_worst10
             self.final_domains = record.eval.domain_accuracy
+            self.final_metrics = dict(record.eval.extra)
 
     def state(self) -> dict[str, Any]:
         """Everything accumulated so far (saved in checkpoints)."""
@@ -54,6 +56,7 @@ class SummarySink:
             "final_domain_mean_accuracy": (
                 sum(self.final_domains.values()) / len(self.final_domains) if self.final_domains else None
             ),
+            "final_metrics": self.final_metrics,
             "rounds": self.rounds,
             "train_seconds": round(self.train_seconds, 3),
             "bytes_down": self.bytes_down,
