@@ -1,0 +1,88 @@
+"""FedSSL end to end: learning from unlabeled clients, what is stored, resume with client state."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fedforge
+from fedforge.api import Experiment, resolve_config
+from fedforge.engine.evaluation import RepresentationEvaluator
+from fedforge.engine.weights import FlatModel
+from fedforge.tracking.query import load_metrics, load_rounds
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs" / "digits_fedssl.yaml")
+
+
+def random_init_probe(**overrides) -> float:
+    exp = Experiment(resolve_config(CONFIG, overrides))
+    flat = FlatModel(exp.build_model())
+    return RepresentationEvaluator(exp.data, flat, exp.task, 1024, exp.cfg.seed).judge(flat.model).accuracy
+
+
+@pytest.mark.slow
+def test_fedsimsiam_beats_the_random_encoder_and_stores_probe_and_knn(runs_dir):
+    common = {"train": {"rounds": 10, "local_epochs": 2}, "algorithm": {"name": "fedsimsiam"}}
+    result = fedforge.run(CONFIG, quiet=True, tracking={"runs_dir": str(runs_dir)}, **common)
+    baseline = random_init_probe(**common)
+    assert result.final_accuracy > baseline + 0.01, (result.final_accuracy, baseline)
+    assert set(result.summary["final_metrics"]) == {"knn_accuracy"}
+    rounds = load_rounds(result.run_dir)
+    assert [r["round"] for r in rounds if r["global_accuracy"] is not None] == [4, 9]  # eval.every 5 + the last
+    metrics = load_metrics(result.run_dir)
+    assert {(m["round"], m["name"]) for m in metrics if m["client_id"] is None} == {
+        (4, "knn_accuracy"),
+        (9, "knn_accuracy"),
+    }
+    # SimSiam uploads encoder, projector and predictor, never a target (it has none)
+    assert rounds[0]["bytes_up"] == rounds[0]["bytes_down"] > 0
+
+
+@pytest.mark.slow
+def test_fedema_resume_restores_lambda_and_local_networks_bit_for_bit(runs_dir):
+    common = {
+        "train": {"rounds": 4, "local_epochs": 1},
+        "eval": {"every": 4},
+        "checkpoint": {"keep": 4},
+        "tracking": {"runs_dir": str(runs_dir)},
+    }
+    reference = fedforge.run(CONFIG, quiet=True, **{**common, "tracking": {**common["tracking"], "name": "ref"}})
+    broken = fedforge.run(CONFIG, quiet=True, **{**common, "tracking": {**common["tracking"], "name": "broken"}})
+    # Crash after round 2: round 3 must run again with the clients' lambda and local networks.
+    (broken.run_dir / "checkpoints" / "round-000003.ckpt").unlink()
+    (broken.run_dir / "model.pt").unlink()
+    (broken.run_dir / "summary.json").unlink()
+    resumed = fedforge.resume(broken.run_dir, quiet=True)
+    ref_weights, new_weights = torch.load(reference.run_dir / "model.pt"), torch.load(resumed.run_dir / "model.pt")
+    assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
+    decays = {
+        m["client_id"]: m["value"] for m in load_metrics(broken.run_dir) if m["name"] == "ema_decay" and m["round"] == 3
+    }
+    ref_decays = {
+        m["client_id"]: m["value"]
+        for m in load_metrics(reference.run_dir)
+        if m["name"] == "ema_decay" and m["round"] == 3
+    }
+    assert decays == ref_decays and len(decays) == 5 and all(0 < d <= 1 for d in decays.values())
+
+
+def test_cli_runs_fedssl_and_lists_tasks(runs_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedforge", "run", CONFIG, "train.rounds=1", "train.local_epochs=1",
+         "algorithm.name=fedu", f"tracking.runs_dir={runs_dir}", "--quiet"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    listed = subprocess.run([sys.executable, "-m", "fedforge", "list"], capture_output=True, text=True, cwd=ROOT)
+    for name in ("ssl", "fedema", "fedu", "fedbyol", "fedsimsiam", "fedsimclr", "fedmoco"):
+        assert name in listed.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "fedforge", "run", CONFIG, "algorithm.name=fedavg", f"tracking.runs_dir={runs_dir}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert (
+        bad.returncode == 2 and "task.name" in bad.stderr and "'fedavg' trains the 'classification' task" in bad.stderr
+    )
