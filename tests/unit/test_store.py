@@ -5,17 +5,16 @@ import pytest
 from fedforge.engine.evaluation import EvalMetrics
 from fedforge.engine.federation import ClientRecord, RoundRecord
 from fedforge.errors import RunDirError, RunStoreError
-from fedforge.tracking.query import load_client_rounds, load_events, load_rounds, load_runs
+from fedforge.tracking.query import load_client_rounds, load_events, load_metrics, load_rounds, load_runs
 from fedforge.tracking.store import SCHEMA_VERSION, RunStore
 
 CONFIG = {"algorithm": {"name": "fedavg"}, "data": {"name": "digits"}, "model": {"name": "cnn"}, "seed": 0}
 
 
 def record(r, acc=0.5):
-    clients = [ClientRecord(c, 10, 0.3, 0.01, 100, 100) for c in (0, 2)]
-    return RoundRecord(
-        r, clients, [], 0.3, 200, 200, 0.02, 0.03, EvalMetrics(acc, 1.0, [0.1, 0.2, 0.3]), [(2, "dropout", "simulated")]
-    )
+    clients = [ClientRecord(c, 10, 0.3, 0.01, 100, 100, {"ema_decay": 0.5 + c / 10}) for c in (0, 2)]
+    ev = EvalMetrics(acc, 1.0, [0.1, 0.2, 0.3], extra={"knn_accuracy": acc - 0.1})
+    return RoundRecord(r, clients, [], 0.3, 200, 200, 0.02, 0.03, ev, [(2, "dropout", "simulated")])
 
 
 def make_run(tmp_path, run_id="r1", rounds=3):
@@ -42,6 +41,9 @@ def test_rounds_clients_events_and_summary_are_stored(tmp_path):
     assert trained == [(r, c) for r in range(3) for c in (0, 2)]
     assert [c["test_accuracy"] for c in clients if c["round"] == 0] == [0.1, 0.2, 0.3]
     assert [e["kind"] for e in load_events(tmp_path)] == ["dropout"] * 3
+    metrics = [(m["round"], m["client_id"], m["name"], round(m["value"], 6)) for m in load_metrics(tmp_path, "r1")]
+    assert metrics[:3] == [(0, None, "knn_accuracy", 0.4), (0, 0, "ema_decay", 0.5), (0, 2, "ema_decay", 0.7)]
+    assert len(metrics) == 9
 
 
 def test_resume_forgets_later_rounds_and_records_the_resume(tmp_path):
@@ -49,6 +51,7 @@ def test_resume_forgets_later_rounds_and_records_the_resume(tmp_path):
     store.resume(1, "resumed after round 1")
     assert [r["round"] for r in load_rounds(tmp_path)] == [0, 1]
     assert {c["round"] for c in load_client_rounds(tmp_path)} == {0, 1}
+    assert {m["round"] for m in load_metrics(tmp_path)} == {0, 1}
     kinds = [(e["round"], e["kind"]) for e in load_events(tmp_path)]
     assert kinds == [(0, "dropout"), (1, "dropout"), (2, "resume")]
     store.log_round(record(2))  # the re-run round fits again: no duplicate key
