@@ -1,6 +1,7 @@
 """On-disk datasets flow through the whole federation (tiny files in the real formats)."""
 
 import numpy as np
+import pytest
 
 import fedforge
 from tests.unit.test_sources import write_cifar
@@ -29,6 +30,7 @@ def test_cifar_config_runs_resnet18_with_augmentation(tmp_path, runs_dir):
     assert result.config.data.augment
 
 
+@pytest.mark.slow
 def test_cifar_fedssl_config_runs_fedema_with_probe_and_finetuning(tmp_path, runs_dir):
     fake_cifar10(tmp_path)
     result = fedforge.run(

@@ -17,27 +17,32 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "digits_fedssl.yaml")
 
 
-def random_init_probe(**overrides) -> float:
+def random_init_metrics(**overrides):
     exp = Experiment(resolve_config(CONFIG, overrides))
     flat = FlatModel(exp.build_model())
-    return RepresentationEvaluator(exp.data, flat, exp.task, 1024, exp.cfg.seed).judge(flat.model).accuracy
+    return RepresentationEvaluator(exp.data, flat, exp.task, 1024, exp.cfg.seed).judge(flat.model)
 
 
 @pytest.mark.slow
 def test_fedsimsiam_beats_the_random_encoder_and_stores_probe_and_knn(runs_dir):
-    common = {"train": {"rounds": 10, "local_epochs": 2}, "algorithm": {"name": "fedsimsiam"}}
+    # IID clients learn fastest; the non-IID comparison of all methods is benchmarks/fedssl.py.
+    common = {
+        "train": {"rounds": 10, "local_epochs": 5},
+        "algorithm": {"name": "fedsimsiam"},
+        "data": {"partition": {"kind": "iid"}},
+    }
     result = fedforge.run(CONFIG, quiet=True, tracking={"runs_dir": str(runs_dir)}, **common)
-    baseline = random_init_probe(**common)
-    assert result.final_accuracy > baseline + 0.01, (result.final_accuracy, baseline)
+    baseline = random_init_metrics(**common)
+    # measured: probe 0.975 (2 threads) / 0.981 (1 thread) vs 0.956; the margin is the claim
+    assert result.final_accuracy > baseline.accuracy + 0.01, (result.final_accuracy, baseline.accuracy)
+    assert result.summary["final_metrics"]["knn_accuracy"] > 0.93  # no collapse (random encoder: 0.953)
     assert set(result.summary["final_metrics"]) == {"knn_accuracy"}
     rounds = load_rounds(result.run_dir)
-    assert [r["round"] for r in rounds if r["global_accuracy"] is not None] == [4, 9]  # eval.every 5 + the last
+    assert [r["round"] for r in rounds if r["global_accuracy"] is not None] == [4, 9]  # eval.every 5
     metrics = load_metrics(result.run_dir)
-    assert {(m["round"], m["name"]) for m in metrics if m["client_id"] is None} == {
-        (4, "knn_accuracy"),
-        (9, "knn_accuracy"),
-    }
-    # SimSiam uploads encoder, projector and predictor, never a target (it has none)
+    global_metrics = {(m["round"], m["name"]) for m in metrics if m["client_id"] is None}
+    assert global_metrics == {(4, "knn_accuracy"), (9, "knn_accuracy")}
+    # SimSiam sends and receives encoder, projector and predictor, and has no target
     assert rounds[0]["bytes_up"] == rounds[0]["bytes_down"] > 0
 
 
