@@ -28,6 +28,7 @@ def test_fedsimsiam_beats_the_random_encoder_and_stores_probe_and_knn(runs_dir):
     # IID clients learn fastest; the non-IID comparison of all methods is benchmarks/fedssl.py.
     common = {
         "train": {"rounds": 10, "local_epochs": 5},
+        "eval": {"every": 5},
         "algorithm": {"name": "fedsimsiam"},
         "data": {"partition": {"kind": "iid"}},
     }

@@ -142,7 +142,7 @@ class SSLParams(StrictModel):
     hidden_dim: int = Field(512, ge=1, description="hidden width of projector and predictor (default 512)")
     projection_dim: int = Field(128, ge=1, description="output size of projector and predictor (default 128)")
     target_decay: float = Field(0.99, ge=0, le=1, description="momentum of the target network (default 0.99)")
-    temperature: float = Field(0.5, gt=0, description="softmax temperature of simclr/moco (default 0.5)")
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of simclr/moco (default 0.2)")
     crop_scale: tuple[float, float] = Field((0.2, 1.0), description="area share range of random crops (default 0.2-1)")
     flip: bool = Field(True, description="random horizontal flips (default true; off for digits)")
     jitter: float = Field(0.4, ge=0, lt=1, description="colour jitter strength (default 0.4)")
