@@ -251,3 +251,26 @@ def test_finetuning_runs_on_a_copy_and_leaves_the_federated_weights_alone():
     assert set(metrics.extra) == {"knn_accuracy", "finetune_0.1_accuracy"}
     assert 0.1 < metrics.extra["finetune_0.1_accuracy"] <= 1.0 and 0.5 < metrics.accuracy <= 1.0
     assert evaluator.judge(flat.model).extra.keys() == {"knn_accuracy"}  # fine-tuning only after the last round
+
+
+def test_a_declared_local_part_never_leaves_the_client():
+    from fedforge.algorithms.fedssl import FedSSL
+
+    class LocalPredictorBYOL(FedSSL):  # a new variant is a declaration, not a fork
+        uploads = ("online",)
+        keeps = ("predictor",)
+
+    cfg = resolve_config(None, {**SETTING, "algorithm": {"name": "fedbyol"}, "train": {"local_epochs": 1}})
+    exp = Experiment(cfg)
+    algo = LocalPredictorBYOL(None, cfg.train)
+    server = FlatModel(exp.build_model())
+    state = algo.init_server(server, exp.data)
+    store = ClientStore()
+    executor = SequentialExecutor(
+        algo, exp.data, exp.build_model, cfg.train, store, 0, torch.device("cpu"), task=exp.task
+    )
+    state, _ = run_round(algo, state, executor, 0)
+    ctx = context(algo, executor, store, 4, 1)
+    algo.receive(ctx, algo.client_job(state, 4, 1))
+    assert torch.equal(algo.part(ctx, "predictor"), store.peek(4)["predictor"])
+    assert torch.equal(algo.part(ctx, "online"), state.weights[algo.part_index["online"]])

@@ -127,15 +127,17 @@ class FedSSL(FedAvg):
         ctx.flat.vector[self.upload_index.to(ctx.flat.vector.device)] = job.weights
         if "target" in self.part_index:  # BYOL's initialization: the target starts as the online network
             self.set_part(ctx, "target", self.part(ctx, "online"))
-        if "online" in ctx.state:
+        if any(name in ctx.state for name in self.keeps):  # it has trained before
             self.merge_local(ctx)
         if "online" in self.keeps:
             ctx.state["online_start"] = self.part(ctx, "online")
 
     def merge_local(self, ctx: ClientContext) -> None:
-        """Combine the received global parts with what this client kept (it has trained before)."""
+        """Combine the received global parts with what this client kept.
+
+        Default: each kept part replaces the global one (it is purely local)."""
         for name in self.keeps:
-            if name != "online" and name in self.part_index:
+            if name in self.part_index and name in ctx.state:
                 self.set_part(ctx, name, ctx.state[name])
 
     def finish(self, ctx: ClientContext, job: ClientJob) -> None:
