@@ -8,6 +8,11 @@ round, model.pt) and with tracking off (`tracking.database=false checkpoint.ever
 The three are interleaved `--repeats` times; median wall-time ratios are printed.
 
     python benchmarks/overhead.py [--repeats 5] [key=value ...]
+
+Cross-device (500 of 3000 Fashion-MNIST clients of ~16 training samples per round):
+
+    python benchmarks/overhead.py --repeats 3 data.name=fashion-mnist data.num_clients=3000 \
+        data.partition.kind=iid train.clients_per_round=500 train.rounds=3 train.local_epochs=1
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 
 from fedforge.api import Experiment
 from fedforge.config import load_config
+from fedforge.engine.selection import ClientSelector
 from fedforge.models import build_model
 from fedforge.seeding import CLIENT, INIT, derive_seed
 
@@ -36,10 +42,13 @@ def plain_fedavg(exp: Experiment) -> float:
     test_x = (src.test_x.float() / 255 - mean) / std
     model = build_model(cfg.model, data.input_shape, data.num_classes, derive_seed(cfg.seed, INIT))
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    selector = ClientSelector(cfg.data.num_clients, t.clients_per_round, cfg.seed)  # the same clients per round
     for r in range(t.rounds):
-        total = sum(len(idx) for idx in data.client_train)
+        clients = selector.sample(r)
+        total = sum(len(data.client_train[cid]) for cid in clients)
         new_state = {k: torch.zeros_like(v) for k, v in global_state.items() if v.is_floating_point()}
-        for cid, idx in enumerate(data.client_train):
+        for cid in clients:
+            idx = data.client_train[cid]
             model.load_state_dict(global_state)
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)

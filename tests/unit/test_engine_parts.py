@@ -34,6 +34,14 @@ def test_validator_rejects_malformed_updates_with_reasons():
     assert "max_update_norm" in reasons[4] and "num_samples" in reasons[5]
 
 
+def test_finiteness_check_is_exact_when_the_fast_sum_overflows():
+    v = UpdateValidator()
+    huge = ClientResult(0, torch.tensor([3e38, 3e38, 0.0]), 1)  # finite, but their float32 sum is inf
+    inf = ClientResult(1, torch.tensor([1.0, float("inf"), 0.0]), 1)
+    kept, rejected = v.filter([huge, inf], torch.zeros(3))
+    assert kept == [huge] and [r.client_id for r in rejected] == [1]
+
+
 def test_transform_normalizes_and_augments_with_the_given_generator():
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
     t = BatchTransform(mean, std)

@@ -85,10 +85,15 @@ class SequentialExecutor(Executor):
             state=self.client_store.get(job.client_id),
         )
         start = time.perf_counter()
-        # Layers that draw from the global RNG (dropout) get a per-client stream too.
+        # Layers that draw from the global RNG (dropout) get a per-client stream too. Only the
+        # generators in use are seeded: torch.manual_seed would also queue lazy seeding of
+        # every uninitialized backend (CUDA, XPU, MTIA), formatting a stack trace each time.
+        cuda = [self.device] if self.device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(client_seed)
+            with torch.random.fork_rng(devices=cuda):
+                torch.default_generator.manual_seed(client_seed)
+                if cuda:
+                    torch.cuda.manual_seed(client_seed)
                 result = self.algorithm.local_update(ctx, job)
         except Exception as err:  # one client's crash must not end the federation
             return ClientFailure(job.client_id, err)

@@ -19,6 +19,12 @@ class Rejection:
     reason: str
 
 
+def _all_finite(w: torch.Tensor) -> bool:
+    """One reduction instead of a boolean mask: a finite sum means every element is finite;
+    only a non-finite sum (NaN/Inf present, or float32 overflow) needs the exact check."""
+    return bool(torch.isfinite(w.sum())) or bool(torch.isfinite(w).all())
+
+
 class UpdateValidator:
     """Checks shape, dtype, finiteness, sample count and (optionally) distance to the global model."""
 
@@ -33,7 +39,7 @@ class UpdateValidator:
         size = global_weights.numel()
         if w.dtype != torch.float32 or w.ndim != 1 or w.numel() != size:
             raise InvalidUpdate(f"weights are {w.dtype} {tuple(w.shape)}, expected float32 ({size},)")
-        if not bool(torch.isfinite(w).all()):
+        if not _all_finite(w):
             raise InvalidUpdate("weights contain NaN or infinite values")
         if not isinstance(result.num_samples, int) or result.num_samples < 0:
             raise InvalidUpdate(f"num_samples={result.num_samples!r} is not a non-negative integer")
