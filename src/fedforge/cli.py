@@ -67,10 +67,13 @@ def _config(args: list[str] | None):
 def _print_result(result) -> None:
     s = result.summary
     out.print(f"run directory: {result.run_dir}")
+    what = "linear-probe accuracy" if result.config.task.name == "ssl" else "accuracy"
     out.print(
-        f"final accuracy: {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f}) after {s['rounds']} rounds, "
+        f"final {what}: {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f}) after {s['rounds']} rounds, "
         f"{s['wall_seconds']:.1f} s"
     )
+    if s.get("final_metrics"):
+        out.print("further metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["final_metrics"].items()))
     if s["final_personalized_accuracy"] is not None:
         out.print(
             f"client accuracy: mean {s['final_personalized_accuracy']:.4f}, worst 10% {s['final_worst10_accuracy']:.4f}"

@@ -82,6 +82,7 @@ def test_cli_runs_fedssl_and_lists_tasks(runs_dir):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "final linear-probe accuracy:" in proc.stdout and "further metrics: knn_accuracy" in proc.stdout
     listed = subprocess.run([sys.executable, "-m", "fedforge", "list"], capture_output=True, text=True, cwd=ROOT)
     for name in ("ssl", "fedema", "fedu", "fedbyol", "fedsimsiam", "fedsimclr", "fedmoco"):
         assert name in listed.stdout
