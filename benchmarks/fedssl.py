@@ -36,8 +36,6 @@ def one_run(config: str, method: str, seed: int, overrides: list[str], runs: str
     import fedforge
     from fedforge.api import Experiment, resolve_config
     from fedforge.config import merge, parse_overrides
-    from fedforge.engine.evaluation import RepresentationEvaluator
-    from fedforge.engine.weights import FlatModel
 
     # e.g. "fedema:divergence=local_change,tau=0.5" or "fedsimclr:task.temperature=0.2"
     name, _, extra = method.partition(":")
@@ -48,9 +46,7 @@ def one_run(config: str, method: str, seed: int, overrides: list[str], runs: str
         items.append(item if "." in item.partition("=")[0] else f"algorithm.{item}")
     over = merge({}, parse_overrides(items))
     if name == "random-init":
-        exp = Experiment(resolve_config(config, over))
-        flat = FlatModel(exp.build_model())
-        metrics = RepresentationEvaluator(exp.data, flat, exp.task, 1024, seed).judge(flat.model)
+        metrics = Experiment(resolve_config(config, over)).initial_metrics()
         return {"probe": metrics.accuracy, **metrics.extra, "seconds": 0.0}
     result = fedforge.run(config, quiet=True, **over)
     return {

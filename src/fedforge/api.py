@@ -17,7 +17,7 @@ from fedforge.config import Config, build_config, load_config, merge, read_yaml
 from fedforge.data.federated import FederatedDataset, build_federated_dataset
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
 from fedforge.engine.client_store import ClientStore
-from fedforge.engine.evaluation import build_evaluator
+from fedforge.engine.evaluation import EvalMetrics, build_evaluator
 from fedforge.engine.federation import Federation
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import UpdateValidator
@@ -121,6 +121,16 @@ class Experiment:
         seed = derive_seed(cfg.seed, INIT)
         model = build_model(cfg.model, data.input_shape, data.num_classes, seed, adapt=self.task.adapt_model)
         return model.to(self.device)
+
+    def initial_metrics(self) -> EvalMetrics:
+        """How the initial, untrained model scores: the baseline a method must beat (e.g. an
+        SSL method's probe against the same probe on the random encoder)."""
+        cfg = self.cfg
+        flat = FlatModel(self.build_model())
+        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train)
+        state = algorithm.init_server(flat, self.data)
+        evaluator = build_evaluator(self.task, self.data, flat, cfg.eval.batch_size, cfg.eval.personalized, cfg.seed)
+        return evaluator.evaluate(algorithm, state, ClientStore())
 
     def run(self, quiet: bool = False) -> RunResult:
         cfg = self.cfg

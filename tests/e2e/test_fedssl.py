@@ -9,8 +9,6 @@ import torch
 
 import fedforge
 from fedforge.api import Experiment, resolve_config
-from fedforge.engine.evaluation import RepresentationEvaluator
-from fedforge.engine.weights import FlatModel
 from fedforge.tracking.query import load_metrics, load_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +16,7 @@ CONFIG = str(ROOT / "configs" / "digits_fedssl.yaml")
 
 
 def random_init_metrics(**overrides):
-    exp = Experiment(resolve_config(CONFIG, overrides))
-    flat = FlatModel(exp.build_model())
-    return RepresentationEvaluator(exp.data, flat, exp.task, 1024, exp.cfg.seed).judge(flat.model)
+    return Experiment(resolve_config(CONFIG, overrides)).initial_metrics()
 
 
 @pytest.mark.slow

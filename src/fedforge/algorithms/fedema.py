@@ -39,12 +39,12 @@ class FedEMA(FedSSL):
 
     def merge_local(self, ctx: ClientContext) -> None:
         divergence = self.divergence(ctx)
-        if ctx.state.get("lambda") is None and divergence > 0:
-            ctx.state["lambda"] = self.params.tau / divergence
-        mu = ema_decay(ctx.state["lambda"], divergence) if ctx.state.get("lambda") is not None else 0.0
+        scale = ctx.state.get("lambda")
+        if scale is None and divergence > 0:
+            scale = ctx.state["lambda"] = self.params.tau / divergence
+        mu = ema_decay(scale, divergence) if scale is not None else 0.0
         for name in ("online", "predictor"):
             if name in self.part_index:
                 self.set_part(ctx, name, ema_merge(ctx.state[name], self.part(ctx, name), mu))
-        if "target" in self.part_index:
-            self.set_part(ctx, "target", ctx.state["target"])
+        self.restore_kept(ctx, "target")
         ctx.metrics.update(divergence=divergence, ema_decay=mu)

@@ -110,7 +110,7 @@ class FedSSL(FedAvg):
 
     # -- server ---------------------------------------------------------------------------
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
-        return ClientJob(client_id, round_index, state.weights[self.upload_index.to(state.weights.device)])
+        return ClientJob(client_id, round_index, self.upload_reference(state))
 
     def upload_reference(self, state: ServerState) -> torch.Tensor:
         return state.weights[self.upload_index.to(state.weights.device)]
@@ -137,8 +137,12 @@ class FedSSL(FedAvg):
 
         Default: each kept part replaces the global one (it is purely local)."""
         for name in self.keeps:
-            if name in self.part_index and name in ctx.state:
-                self.set_part(ctx, name, ctx.state[name])
+            self.restore_kept(ctx, name)
+
+    def restore_kept(self, ctx: ClientContext, name: str) -> None:
+        """Put back the client's own copy of a part, where the network has it and the client kept it."""
+        if name in self.part_index and name in ctx.state:
+            self.set_part(ctx, name, ctx.state[name])
 
     def finish(self, ctx: ClientContext, job: ClientJob) -> None:
         for name in self.keeps:

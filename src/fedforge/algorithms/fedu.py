@@ -30,7 +30,6 @@ class FedU(FedSSL):
         divergence = self.divergence(ctx)
         take_global = divergence < self.params.predictor_threshold
         if not take_global:
-            self.set_part(ctx, "predictor", ctx.state["predictor"])
-        if "target" in self.part_index:
-            self.set_part(ctx, "target", ctx.state["target"])
+            self.restore_kept(ctx, "predictor")
+        self.restore_kept(ctx, "target")
         ctx.metrics.update(divergence=divergence, global_predictor=float(take_global))

@@ -23,6 +23,11 @@ from fedforge.tasks import ClassificationTask, Outcomes, SSLNetwork, SSLTask, Ta
 from fedforge.tasks.probe import extract_features, finetune, knn_accuracy, labeled_subset, linear_probe
 
 
+def mean_of(values: dict[str, float] | None) -> float | None:
+    """The mean of a name -> value mapping; None when there is none (e.g. no domains)."""
+    return sum(values.values()) / len(values) if values else None
+
+
 @dataclass
 class EvalMetrics:
     accuracy: float
@@ -33,9 +38,7 @@ class EvalMetrics:
 
     @property
     def domain_mean(self) -> float | None:
-        if not self.domain_accuracy:
-            return None
-        return sum(self.domain_accuracy.values()) / len(self.domain_accuracy)
+        return mean_of(self.domain_accuracy)
 
     @property
     def personalized_mean(self) -> float | None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedforge.data.transforms import BatchTransform
+from fedforge.tasks.classification import ClassificationTask
 
 
 @torch.no_grad()
@@ -131,9 +132,4 @@ def finetune(
                 optimizer.zero_grad(set_to_none=True)
                 F.cross_entropy(model(transform(images[batch], generator)), labels[batch]).backward()
                 optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        preds = torch.cat(
-            [model(transform(test_images[s : s + 1024])).argmax(1) for s in range(0, len(test_images), 1024)]
-        )
-    return float((preds == test_labels).float().mean())
+    return ClassificationTask().outcomes(model, test_images, test_labels, transform, 1024).accuracy()

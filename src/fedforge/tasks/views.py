@@ -3,7 +3,7 @@
 Every image of a batch gets its own random crop box, flip, colour jitter and blur, drawn
 from the seeded generator (on CPU, then moved, so CPU and GPU runs see the same draws).
 The crop is torchvision's `roi_align` (one call for the whole batch, a box per image);
-flips, grayscale and blur are torchvision.transforms.v2 functionals.
+grayscale and blur are torchvision.transforms.v2 functionals.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
-from fedforge.data.transforms import rand
+from fedforge.data.transforms import rand, random_hflip
 
 
 class ViewAugment:
@@ -37,12 +37,13 @@ class ViewAugment:
         x = images.float().div_(255.0)
         x = self.resized_crop(x, generator)
         if self.flip:
-            x = _where(rand(len(x), generator, x.device) < 0.5, TF.horizontal_flip(x), x)
+            x = random_hflip(x, generator)
         if self.jitter > 0:
             x = self.colour_jitter(x, generator)
         if x.shape[1] == 3 and self.grayscale_prob > 0:
             gray = TF.rgb_to_grayscale(x, num_output_channels=3)
-            x = _where(rand(len(x), generator, x.device) < self.grayscale_prob, gray, x)
+            chosen = rand(len(x), generator, x.device) < self.grayscale_prob
+            x = torch.where(chosen.view(-1, 1, 1, 1), gray, x)
         if self.blur_prob > 0:
             x = self.blur(x, generator)
         return x
@@ -88,7 +89,3 @@ class ViewAugment:
         x = x.clone()
         x[chosen] = TF.gaussian_blur(x[chosen], kernel_size=[kernel, kernel], sigma=[sigma, sigma])
         return x
-
-
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask.view(-1, 1, 1, 1), a, b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fedforge.engine.evaluation import mean_of
 from fedforge.engine.federation import RoundRecord
 
 
@@ -53,9 +54,7 @@ class SummarySink:
             "final_personalized_accuracy": self.final_personalized,
             "final_worst10_accuracy": self.final_worst10,
             "final_domain_accuracy": self.final_domains,
-            "final_domain_mean_accuracy": (
-                sum(self.final_domains.values()) / len(self.final_domains) if self.final_domains else None
-            ),
+            "final_domain_mean_accuracy": mean_of(self.final_domains),
             "final_metrics": self.final_metrics,
             "rounds": self.rounds,
             "train_seconds": round(self.train_seconds, 3),
