@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fedforge.data.federated import FederatedDataset, build_federated_dataset
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.evaluation import EvalMetrics, build_evaluator
+from fedforge.engine.executors import Executor
 from fedforge.engine.federation import Federation
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import UpdateValidator
@@ -116,11 +118,16 @@ class Experiment:
         self.data: FederatedDataset = build_federated_dataset(cfg).to(self.device)
         self.task: Task = cfg.task.resolve()(cfg.task.params)
 
-    def build_model(self) -> nn.Module:
+    def model_factory(self) -> Callable[[], nn.Module]:
+        """Builds the seeded initial model on the CPU; picklable, so remote workers build their own."""
         cfg, data = self.cfg, self.data
         seed = derive_seed(cfg.seed, INIT)
-        model = build_model(cfg.model, data.input_shape, data.num_classes, seed, adapt=self.task.adapt_model)
-        return model.to(self.device)
+        return functools.partial(
+            build_model, cfg.model, data.input_shape, data.num_classes, seed, adapt=self.task.adapt_model
+        )
+
+    def build_model(self) -> nn.Module:
+        return self.model_factory()().to(self.device)
 
     def initial_metrics(self) -> EvalMetrics:
         """How the initial, untrained model scores: the baseline a method must beat (e.g. an
@@ -216,8 +223,25 @@ class Session:
             return RunResult(run_dir=self.run_dir, summary=summary, config=cfg, model=self.server.model)
         exp = self.exp
         executor = cfg.backend.resolve()(
-            self.algorithm, exp.data, exp.build_model, cfg.train, self.clients, cfg.seed, exp.device, task=exp.task
+            self.algorithm,
+            exp.data,
+            exp.model_factory(),
+            cfg.train,
+            self.clients,
+            cfg.seed,
+            exp.device,
+            task=exp.task,
+            params=cfg.backend.params,
         )
+        try:
+            return self._federate(executor, start_round, reason, skipped, quiet)
+        finally:
+            executor.close()
+
+    def _federate(
+        self, executor: Executor, start_round: int, reason: str | None, skipped: list[str], quiet: bool
+    ) -> RunResult:
+        cfg, exp = self.cfg, self.exp
         sinks = self.sinks(start_round, reason, skipped, quiet)  # last: from here on they must be closed
         federation = Federation(
             algorithm=self.algorithm,

@@ -80,11 +80,11 @@ def executor_for(algo_cls, params=None, **overrides):
 def test_fedprox_with_zero_mu_trains_exactly_like_fedavg():
     _, s1, ex1, _ = executor_for(FedAvg)
     _, s2, ex2, _ = executor_for(FedProx, FedProx.Params(mu=0.0))
-    r1 = ex1.run([ClientJob(1, 0, s1.weights)])[0]
-    r2 = ex2.run([ClientJob(1, 0, s2.weights)])[0]
+    r1 = ex1.run_one(ClientJob(1, 0, s1.weights))
+    r2 = ex2.run_one(ClientJob(1, 0, s2.weights))
     assert torch.equal(r1.weights, r2.weights)
     _, s3, ex3, _ = executor_for(FedProx, FedProx.Params(mu=1.0))
-    r3 = ex3.run([ClientJob(1, 0, s3.weights)])[0]
+    r3 = ex3.run_one(ClientJob(1, 0, s3.weights))
     assert torch.linalg.vector_norm(r3.weights - s3.weights) < torch.linalg.vector_norm(r1.weights - s1.weights)
 
 
@@ -99,7 +99,7 @@ def test_fedbn_keeps_exactly_the_norm_layers_local():
     }
     assert local == expected  # the two BatchNorm2d layers: weight, bias, running stats
 
-    first = ex.run([ClientJob(0, 0, state.weights)])[0]
+    first = ex.run_one(ClientJob(0, 0, state.weights))
     saved = store.get(0)["local"]
     assert torch.equal(saved, first.weights[algo.local_index])
 
@@ -119,7 +119,7 @@ def test_fedbn_keeps_exactly_the_norm_layers_local():
 
 def test_client_training_is_seeded_by_round_and_client():
     _, state, ex, _ = executor_for(FedAvg)
-    a = ex.run([ClientJob(2, 5, state.weights)])[0].weights
-    b = ex.run([ClientJob(2, 5, state.weights)])[0].weights
-    c = ex.run([ClientJob(2, 6, state.weights)])[0].weights
+    a = ex.run_one(ClientJob(2, 5, state.weights)).weights
+    b = ex.run_one(ClientJob(2, 5, state.weights)).weights
+    c = ex.run_one(ClientJob(2, 6, state.weights)).weights
     assert torch.equal(a, b) and not torch.equal(a, c)

@@ -27,9 +27,8 @@ def test_validator_rejects_malformed_updates_with_reasons():
     dtype = ClientResult(3, torch.zeros(4, dtype=torch.float64), 10)
     far = ClientResult(4, torch.full((4,), 10.0), 10)
     count = ClientResult(5, torch.zeros(4), -3)
-    kept, rejected = v.filter([good, nan, shape, dtype, far, count], g)
-    assert kept == [good]
-    reasons = {r.client_id: r.reason for r in rejected}
+    assert v.verdict(good, g) is None
+    reasons = {r.client_id: v.verdict(r, g).reason for r in [nan, shape, dtype, far, count]}
     assert "NaN" in reasons[1] and "(5,)" in reasons[2] and "float64" in reasons[3]
     assert "max_update_norm" in reasons[4] and "num_samples" in reasons[5]
 
@@ -38,8 +37,8 @@ def test_finiteness_check_is_exact_when_the_fast_sum_overflows():
     v = UpdateValidator()
     huge = ClientResult(0, torch.tensor([3e38, 3e38, 0.0]), 1)  # finite, but their float32 sum is inf
     inf = ClientResult(1, torch.tensor([1.0, float("inf"), 0.0]), 1)
-    kept, rejected = v.filter([huge, inf], torch.zeros(3))
-    assert kept == [huge] and [r.client_id for r in rejected] == [1]
+    assert v.verdict(huge, torch.zeros(3)) is None
+    assert "NaN or infinite" in v.verdict(inf, torch.zeros(3)).reason
 
 
 def test_transform_normalizes_and_augments_with_the_given_generator():

@@ -149,7 +149,7 @@ def context(algo, executor, store, cid, r):
 
 
 def run_round(algo, state, executor, r, clients=(0, 1, 2, 3, 4)):
-    results = executor.run([algo.client_job(state, cid, r) for cid in clients])
+    results = [executor.run_one(algo.client_job(state, cid, r)) for cid in clients]
     return algo.aggregate(state, results, r), results
 
 

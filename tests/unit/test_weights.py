@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedforge.engine.weights import FlatModel, deserialize, payload_bytes, serialize, weighted_average
+from fedforge.engine.weights import FlatModel, deserialize, payload_bytes, serialize
 from fedforge.errors import InvalidUpdate
 from fedforge.models.small import cnn
 
@@ -56,13 +56,6 @@ def test_layout_indices_select_named_tensors():
     idx = flat.layout.indices(lambda name: name.startswith("1."))
     assert len(idx) == 4 * 32  # BN weight, bias, running mean, running var
     assert len(flat.layout.indices(lambda name: False)) == 0
-
-
-def test_weighted_average_matches_hand_computation():
-    a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])
-    assert torch.allclose(weighted_average([a, b], [1, 3]), torch.tensor([2.5, 5.0]))
-    with pytest.raises(ValueError):
-        weighted_average([a], [0])
 
 
 def test_serialize_roundtrip_and_size_check():

@@ -17,6 +17,7 @@ from torch import nn
 
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
+from fedforge.engine.aggregation import WeightedSum
 from fedforge.engine.weights import FlatModel, Layout
 from fedforge.plugins import StrictModel
 from fedforge.registry import Registry
@@ -154,7 +155,26 @@ class Algorithm:
         return state.weights
 
     def aggregate(self, state: ServerState, results: list[ClientResult], round_index: int) -> ServerState:
-        raise NotImplementedError
+        """Fold the round's validated results into the new global state.
+
+        Default: the sample-weighted mean of the uploads, handed to `apply_mean`. Override this
+        only when a method needs more than that mean (it then receives every result as a list,
+        and executors cannot sum uploads where they are produced)."""
+        return self.aggregate_sum(state, WeightedSum.of(results), round_index)
+
+    def aggregate_sum(self, state: ServerState, total: WeightedSum, round_index: int) -> ServerState:
+        """`aggregate` from the (partial sums' merged) weighted sum; no contributor keeps the state."""
+        return self.apply_mean(state, total.mean(), round_index) if total.weight > 0 else state
+
+    def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
+        """The new global state from the sample-weighted mean of the round's uploads."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither apply_mean nor aggregate")
+
+    @property
+    def aggregates_by_sum(self) -> bool:
+        """True when aggregation needs only the weighted sum of uploads: executors then stream
+        results into it (one vector per round in memory, one partial sum per Ray worker)."""
+        return type(self).aggregate is Algorithm.aggregate
 
     def personalized_weights(self, state: ServerState, client_state: dict[str, Any]) -> torch.Tensor | None:
         """The weights to evaluate one client with; None means the global model."""

@@ -9,19 +9,14 @@ from __future__ import annotations
 import torch
 
 from fedforge.algorithms.base import Algorithm, ClientContext, ClientJob, ClientResult, ServerState, register
-from fedforge.engine.weights import weighted_average
 
 
 @register("fedavg")
 class FedAvg(Algorithm):
     """Local SGD on each client, then the sample-weighted average of their models."""
 
-    def aggregate(self, state: ServerState, results: list[ClientResult], round_index: int) -> ServerState:
-        contributing = [r for r in results if r.num_samples > 0]
-        if not contributing:
-            return state
-        weights = weighted_average([r.weights for r in contributing], [r.num_samples for r in contributing])
-        return ServerState(weights=weights, extras=state.extras)
+    def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
+        return ServerState(weights=mean, extras=state.extras)
 
     def local_update(self, ctx: ClientContext, job: ClientJob) -> ClientResult:
         self.receive(ctx, job)

@@ -99,6 +99,7 @@ class FedSSL(FedAvg):
         self.upload_index = torch.cat([self.part_index[p] for p in self.uploads if p in self.part_index])
         self.online_distance = LayerDistance.for_modules(layout, PARTS["online"])
         self.initial = flat.read()  # parts a client has never received start from the shared initial model
+        self._reference: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.empty(0))
         return super().init_server(flat, data)
 
     def part(self, ctx: ClientContext, name: str) -> torch.Tensor:
@@ -113,12 +114,17 @@ class FedSSL(FedAvg):
         return ClientJob(client_id, round_index, self.upload_reference(state))
 
     def upload_reference(self, state: ServerState) -> torch.Tensor:
-        return state.weights[self.upload_index.to(state.weights.device)]
+        """The global values of the uploaded parts, gathered once per global state: every job of
+        a round shares one copy (a gather per client would hold clients x parts in memory)."""
+        held, shared = self._reference
+        if held is not state.weights:
+            shared = state.weights[self.upload_index.to(state.weights.device)]
+            self._reference = (state.weights, shared)
+        return shared
 
-    def aggregate(self, state: ServerState, results: list, round_index: int) -> ServerState:
-        shared = super().aggregate(ServerState(self.upload_reference(state), state.extras), results, round_index)
+    def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
         weights = state.weights.clone()
-        weights[self.upload_index.to(weights.device)] = shared.weights
+        weights[self.upload_index.to(weights.device)] = mean
         return ServerState(weights, state.extras)
 
     # -- client ---------------------------------------------------------------------------

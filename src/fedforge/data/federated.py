@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,15 +51,25 @@ class FederatedDataset:
     def input_shape(self) -> tuple[int, int, int]:
         return self.source.input_shape
 
-    def to(self, device: torch.device) -> FederatedDataset:
-        """Move images, labels and indices to `device` once (not per batch)."""
+    def to(self, device: torch.device | str) -> FederatedDataset:
+        """This dataset with images, labels and indices on `device` (moved once, not per batch).
+
+        Like `Tensor.to`, it leaves `self` as it is: a GPU run can still ship a CPU copy to workers."""
         s = self.source
-        for attr in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(s, attr, getattr(s, attr).to(device))
-        self.client_train = [idx.to(device) for idx in self.client_train]
-        self.client_test = [idx.to(device) for idx in self.client_test]
-        self.transform.to(device)
-        return self
+        source = dataclasses.replace(
+            s,
+            train_x=s.train_x.to(device),
+            train_y=s.train_y.to(device),
+            test_x=s.test_x.to(device),
+            test_y=s.test_y.to(device),
+        )
+        return dataclasses.replace(
+            self,
+            source=source,
+            client_train=[idx.to(device) for idx in self.client_train],
+            client_test=[idx.to(device) for idx in self.client_test],
+            transform=copy.copy(self.transform).to(device),
+        )
 
     def histogram(self, split: str = "train") -> np.ndarray:
         clients = self.client_train if split == "train" else self.client_test

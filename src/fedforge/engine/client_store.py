@@ -18,6 +18,10 @@ class ClientStore:
     def get(self, client_id: int) -> dict[str, Any]:
         return self._states.setdefault(client_id, {})
 
+    def put(self, client_id: int, state: dict[str, Any]) -> None:
+        """Replace one client's state (as it comes back from a worker process)."""
+        self._states[client_id] = state
+
     def peek(self, client_id: int) -> dict[str, Any]:
         """The client's state without creating it (empty if it never trained)."""
         return self._states.get(client_id, {})

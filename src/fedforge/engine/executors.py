@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
-from fedforge.algorithms.base import Algorithm, ClientContext, ClientJob, ClientResult
+from fedforge.algorithms.base import Algorithm, ClientContext, ClientJob, ClientResult, NoParams
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
+from fedforge.engine.aggregation import RoundOutcome
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.weights import FlatModel
 from fedforge.registry import Registry
@@ -38,7 +41,11 @@ class ClientFailure:
 
 
 class Executor:
-    """Runs a round's jobs; returns results in job order, each with `seconds` in its metrics."""
+    """Runs a round's jobs into a RoundOutcome; each result carries `seconds` in its metrics.
+
+    Subclasses may declare a pydantic `Params` model: its fields are the `backend.*` keys."""
+
+    Params: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(
         self,
@@ -50,15 +57,20 @@ class Executor:
         seed: int,
         device: torch.device,
         task: Task | None = None,
+        params: BaseModel | None = None,
     ) -> None:
+        self.params = params if params is not None else self.Params()
         self.algorithm, self.data, self.train = algorithm, data, train
         self.client_store, self.seed, self.device = client_store, seed, device
         self.model_factory = model_factory
         self.task = task if task is not None else ClassificationTask()
 
-    def run(self, jobs: list[ClientJob]) -> list[ClientResult | ClientFailure]:
-        """One outcome per job, in job order; a client that raises yields a ClientFailure."""
+    def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
+        """Add one ClientResult or ClientFailure per job to `outcome` (a client that raises fails alone)."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers and processes; the executor is not used afterwards."""
 
 
 @EXECUTORS.register("sequential")
@@ -69,8 +81,9 @@ class SequentialExecutor(Executor):
         super().__init__(*args, **kwargs)
         self.flat = FlatModel(self.model_factory().to(self.device))
 
-    def run(self, jobs: list[ClientJob]) -> list[ClientResult | ClientFailure]:
-        return [self.run_one(job) for job in jobs]
+    def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
+        for job in jobs:
+            outcome.add(self.run_one(job))
 
     def run_one(self, job: ClientJob) -> ClientResult | ClientFailure:
         client_seed = derive_seed(self.seed, CLIENT, job.round, job.client_id)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fedforge.algorithms.base import Algorithm, ClientResult, ServerState
+from fedforge.algorithms.base import Algorithm, ClientJob, ServerState
+from fedforge.engine.aggregation import RoundOutcome
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.evaluation import EvalMetrics, RoundEvaluator
-from fedforge.engine.executors import ClientFailure, Executor
+from fedforge.engine.executors import Executor
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import Rejection, UpdateValidator
 from fedforge.engine.weights import payload_bytes
@@ -85,17 +86,20 @@ class Federation:
         start = time.perf_counter()
         reporting, dropped = self.selector.drop(r, self.selector.sample(r))
         jobs = [self.algorithm.client_job(state, cid, r) for cid in reporting]
-        outcomes = self.executor.run(jobs)
-        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
-        results = [o for o in outcomes if not isinstance(o, ClientFailure)]
-        if jobs and not results:
-            raise AllClientsFailed(f"every client failed in round {r}: {failures[0].reason}") from failures[0].error
-        kept, rejected = self.validator.filter(results, self.algorithm.upload_reference(state))
-        state = self.algorithm.aggregate(state, kept, r)
+        outcome = RoundOutcome(self.validator, self.algorithm.upload_reference(state), self.algorithm.aggregates_by_sum)
+        self.executor.execute(jobs, outcome)
+        outcome.order_by([job.client_id for job in jobs])
+        if jobs and not outcome.receipts:
+            first = outcome.failures[0]
+            raise AllClientsFailed(f"every client failed in round {r}: {first.reason}") from first.error
+        if outcome.streaming:
+            state = self.algorithm.aggregate_sum(state, outcome.total, r)
+        else:
+            state = self.algorithm.aggregate(state, outcome.kept, r)
         train_seconds = time.perf_counter() - start
-        record = self._record(r, jobs, results, kept, rejected, train_seconds)
+        record = self._record(r, jobs, outcome, train_seconds)
         record.events += [(cid, "dropout", "simulated dropout (train.dropout_rate)") for cid in dropped]
-        record.events += [(f.client_id, "client_failed", f.reason) for f in failures]
+        record.events += [(f.client_id, "client_failed", f.reason) for f in outcome.failures]
         if self.should_evaluate(r):
             final = r == self.rounds - 1
             record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final)
@@ -107,31 +111,31 @@ class Federation:
         return state
 
     @staticmethod
-    def _record(r, jobs, results: list[ClientResult], kept, rejected, train_seconds: float) -> RoundRecord:
+    def _record(r: int, jobs: list[ClientJob], outcome: RoundOutcome, train_seconds: float) -> RoundRecord:
         down = {job.client_id: payload_bytes(job.weights, job.extras) for job in jobs}
         clients = [
             ClientRecord(
-                client_id=res.client_id,
-                num_samples=res.num_samples,
-                train_loss=float(res.metrics.get("train_loss", float("nan"))),
-                seconds=float(res.metrics.get("seconds", 0.0)),
-                bytes_down=down.get(res.client_id, 0),
-                bytes_up=payload_bytes(res.weights, res.extras),
-                metrics={k: float(v) for k, v in res.metrics.items() if k not in STANDARD_CLIENT_METRICS},
+                client_id=rec.client_id,
+                num_samples=rec.num_samples,
+                train_loss=float(rec.metrics.get("train_loss", float("nan"))),
+                seconds=float(rec.metrics.get("seconds", 0.0)),
+                bytes_down=down.get(rec.client_id, 0),
+                bytes_up=rec.bytes_up,
+                metrics={k: float(v) for k, v in rec.metrics.items() if k not in STANDARD_CLIENT_METRICS},
             )
-            for res in results
+            for rec in outcome.receipts
         ]
-        trained = [res for res in kept if res.num_samples > 0]
-        samples = sum(res.num_samples for res in trained)
-        weighted = sum(res.num_samples * float(res.metrics.get("train_loss", float("nan"))) for res in trained)
+        trained = [rec for rec in outcome.receipts if rec.kept and rec.num_samples > 0]
+        samples = sum(rec.num_samples for rec in trained)
+        weighted = sum(rec.num_samples * float(rec.metrics.get("train_loss", float("nan"))) for rec in trained)
         loss = weighted / samples if samples else float("nan")
         return RoundRecord(
             round=r,
             clients=clients,
-            rejected=rejected,
+            rejected=outcome.rejected,
             train_loss=loss,
             bytes_down=sum(down.values()),
             bytes_up=sum(c.bytes_up for c in clients),
             train_seconds=train_seconds,
-            events=[(rej.client_id, "rejected_update", rej.reason) for rej in rejected],
+            events=[(rej.client_id, "rejected_update", rej.reason) for rej in outcome.rejected],
         )

@@ -48,13 +48,10 @@ class UpdateValidator:
             if norm > self.max_update_norm:
                 raise InvalidUpdate(f"update norm {norm:.4g} exceeds validation.max_update_norm={self.max_update_norm}")
 
-    def filter(self, results: list, global_weights: torch.Tensor) -> tuple[list, list[Rejection]]:
-        kept, rejected = [], []
-        for result in results:
-            try:
-                self.check(result, global_weights)
-            except InvalidUpdate as err:
-                rejected.append(Rejection(result.client_id, str(err)))
-            else:
-                kept.append(result)
-        return kept, rejected
+    def verdict(self, result, global_weights: torch.Tensor) -> Rejection | None:
+        """None when the result may be aggregated, else why it is rejected."""
+        try:
+            self.check(result, global_weights)
+        except InvalidUpdate as err:
+            return Rejection(result.client_id, str(err))
+        return None

@@ -9,7 +9,7 @@ with the flat gradient.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,17 +92,6 @@ class FlatModel:
 
     def zero_grad(self) -> None:
         self.grad.zero_()
-
-
-def weighted_average(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """sum_i w_i v_i / sum_i w_i, accumulated in place (one buffer, no stacking)."""
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError("weighted_average needs a positive total weight")
-    out = torch.zeros_like(vectors[0])
-    for v, w in zip(vectors, weights, strict=True):
-        out.add_(v, alpha=float(w) / total)
-    return out
 
 
 def payload_bytes(*tensors_or_dicts: object) -> int:

@@ -1,0 +1,114 @@
+"""`backend: ray` end to end: the same federation as `sequential`, spread over 2 worker actors."""
+
+import os
+
+import pytest
+import torch
+
+import fedforge
+from fedforge.algorithms.base import ServerState
+from fedforge.algorithms.fedavg import FedAvg
+from fedforge.errors import ConfigError
+from fedforge.tracking import load_events
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (executors join it instead of starting their own).
+
+    The sequential side trains with one torch thread, like each worker: float reductions then
+    run in the same order on both sides and the weights must match exactly (aggregation sums
+    in float64, so how clients are split over workers does not change the average)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    torch.set_num_threads(threads)
+
+
+def run(runs_dir, backend, **extra):
+    config = {
+        "train": {"rounds": 3, "local_epochs": 1},
+        "tracking": {"runs_dir": str(runs_dir), "database": True},
+        "backend": {"device": "cpu", **backend},
+        **extra,
+    }
+    return fedforge.run(quiet=True, **config)
+
+
+def final_weights(result):
+    return torch.cat([t.detach().flatten().float() for t in result.model.state_dict().values()])
+
+
+RAY = {"kind": "ray", "num_workers": 2}
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedbn", "fedprox"])
+def test_ray_ends_with_the_sequential_weights(runs_dir, method):
+    seq = run(runs_dir, {}, algorithm={"name": method})
+    par = run(runs_dir, RAY, algorithm={"name": method})
+    assert torch.equal(final_weights(par), final_weights(seq))
+    assert par.final_accuracy == seq.final_accuracy
+    assert par.summary["bytes_up"] == seq.summary["bytes_up"]
+    if method == "fedbn":  # local norm layers went to the workers and came back each round
+        assert par.summary["final_personalized_accuracy"] == seq.summary["final_personalized_accuracy"]
+
+
+def test_methods_with_their_own_aggregate_get_every_result(runs_dir):
+    class Median(FedAvg):
+        name = "median"
+
+        def aggregate(self, state, results, round_index):
+            return ServerState(torch.stack([r.weights for r in results]).median(0).values, state.extras)
+
+    seq = run(runs_dir, {}, algorithm=Median)
+    par = run(runs_dir, RAY, algorithm=Median)
+    assert torch.equal(final_weights(par), final_weights(seq))
+
+
+def test_a_killed_worker_has_its_clients_rerun_elsewhere(runs_dir, tmp_path):
+    marker = tmp_path / "killed-once"
+
+    class DiesOnce(FedAvg):
+        name = "dies_once"
+
+        def local_update(self, ctx, job):
+            if job.round == 1 and job.client_id == 4 and not marker.exists():
+                marker.touch()
+                os._exit(1)  # the worker process dies mid-round, as on a lost node
+            return super().local_update(ctx, job)
+
+    marker.touch()  # the sequential reference run must not kill the test process
+    seq = run(runs_dir, {}, algorithm=DiesOnce)
+    marker.unlink()
+    par = run(runs_dir, RAY, algorithm=DiesOnce)
+    assert marker.exists()  # the kill happened
+    assert torch.equal(final_weights(par), final_weights(seq))
+    assert not [e for e in load_events(par.run_dir) if e["kind"] == "client_failed"]
+
+
+def test_a_client_that_always_kills_its_worker_fails_alone(runs_dir):
+    class Poison(FedAvg):
+        name = "poison"
+
+        def local_update(self, ctx, job):
+            if job.client_id == 2:
+                os._exit(1)
+            return super().local_update(ctx, job)
+
+    result = run(runs_dir, {**RAY, "max_attempts": 2}, algorithm=Poison, train={"rounds": 2, "local_epochs": 1})
+    failed = [e for e in load_events(result.run_dir) if e["kind"] == "client_failed"]
+    assert [(e["round"], e["client_id"]) for e in failed] == [(0, 2), (1, 2)]
+    assert "worker died 2 times" in failed[0]["reason"]
+    assert result.final_accuracy > 0.3  # the other nine clients still trained
+
+
+def test_more_workers_than_the_cluster_holds_is_a_config_error(runs_dir):
+    with pytest.raises(ConfigError, match=r"backend.num_workers=3 x backend.cpus_per_worker=1.0 needs 3 CPUs"):
+        run(runs_dir, {"kind": "ray", "num_workers": 3})
+    with pytest.raises(ConfigError, match="backend.num_worker"):
+        run(runs_dir, {"kind": "ray", "num_worker": 2})
