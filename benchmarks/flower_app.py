@@ -8,14 +8,18 @@ per round. Training is written the way a Flower user writes it (ClientApp/Server
 Message API, `FedAvg` strategy, `run_simulation`, 1 CPU per client); it does the same
 sample-gradient steps as fedforge, so both must reach the same accuracy.
 
-    python flower_app.py EXPERIMENT.npz RESULT.json
+    PYTHONPATH=benchmarks FEDFORGE_BENCH_EXPERIMENT=exp.npz FEDFORGE_BENCH_RESULT=out.json \
+        python -c "import flower_app; flower_app.simulate()"
+
+It is imported, not run as a script, because the simulation ships the apps to Ray actors by
+reference: they import this module (found through PYTHONPATH, read paths from the environment).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
+import os
 import time
 
 import numpy as np
@@ -28,13 +32,11 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 from torch import nn
 
-EXPERIMENT, RESULT = sys.argv[1], sys.argv[2]
-
 
 @functools.cache
 def experiment() -> dict:
     """Loaded once per process (the server, and each simulation actor)."""
-    raw = np.load(EXPERIMENT)
+    raw = np.load(os.environ["FEDFORGE_BENCH_EXPERIMENT"])
     hp = json.loads(str(raw["hparams"]))
     mean = torch.from_numpy(raw["mean"]).view(1, -1, 1, 1)
     std = torch.from_numpy(raw["std"]).view(1, -1, 1, 1)
@@ -118,15 +120,14 @@ def main(grid: Grid, context: Context) -> None:
     model.eval()
     with torch.inference_mode():
         accuracy = float((model(exp["test_x"]).argmax(1) == exp["test_y"]).float().mean())
-    with open(RESULT, "w") as fh:
+    with open(os.environ["FEDFORGE_BENCH_RESULT"], "w") as fh:
         json.dump({"accuracy": accuracy, "loop_seconds": loop_seconds}, fh)
 
 
-if __name__ == "__main__":
-    num_clients = len(experiment()["clients"])
+def simulate() -> None:
     run_simulation(
         server_app=server_app,
         client_app=client_app,
-        num_supernodes=num_clients,
+        num_supernodes=len(experiment()["clients"]),
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )

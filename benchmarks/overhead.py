@@ -4,10 +4,12 @@ Both sides get the same partitioned data (built once, outside the timing), the s
 initial weights, the same per-client shuffling seeds, batch size, epochs and optimizer,
 and evaluate the global model once at the end. fedforge runs twice per repeat: with its
 default tracking (run directory, partition.json, SQLite rounds, a checkpoint after every
-round, model.pt) and with tracking off (`tracking.database=false checkpoint.every=0`).
-The three are interleaved `--repeats` times; median wall-time ratios are printed.
+round, model.pt) and with tracking off (`tracking.database=false checkpoint.every=0`), and
+(when Ray is installed) once more untracked on `backend.kind=ray` with `--ray-workers`
+workers, timed whole (each run starts and stops its workers) and as its round loop alone.
+The sides are interleaved `--repeats` times; median wall-time ratios are printed.
 
-    python benchmarks/overhead.py [--repeats 5] [key=value ...]
+    python benchmarks/overhead.py [--repeats 5] [--ray-workers 2] [key=value ...]
 
 Cross-device (500 of 3000 Fashion-MNIST clients of ~16 training samples per round):
 
@@ -18,6 +20,7 @@ Cross-device (500 of 3000 Fashion-MNIST clients of ~16 training samples per roun
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -77,9 +80,31 @@ def timed(fn):
     return time.perf_counter() - start, value
 
 
+def fedforge_side(exp: Experiment):
+    """A whole fedforge run: (final accuracy, seconds of its round loop without evaluation)."""
+
+    def run() -> tuple[float, float]:
+        result = exp.run(quiet=True)
+        return result.final_accuracy, result.summary["train_seconds"]
+
+    return run
+
+
+def plain_side(exp: Experiment):
+    def run() -> tuple[float, float]:
+        start = time.perf_counter()
+        accuracy = plain_fedavg(exp)
+        return accuracy, time.perf_counter() - start
+
+    return run
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--ray-workers", type=int, default=2, help="also time backend.kind=ray with this many workers (0: skip)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.rounds=10")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as runs:
@@ -91,29 +116,36 @@ def main(argv: list[str]) -> None:
             "eval.personalized=false",
             "backend.device=cpu",
             f"tracking.runs_dir={runs}",
+            *args.overrides,
         ]
-        tracked = Experiment(load_config("configs/digits_fedavg.yaml", base + args.overrides))
-        untracked = Experiment(
-            load_config(
-                "configs/digits_fedavg.yaml", base + args.overrides + ["tracking.database=false", "checkpoint.every=0"]
-            )
-        )
-        tracked.run(quiet=True), untracked.run(quiet=True), plain_fedavg(tracked)  # warm-up
-        times: dict[str, list[float]] = {"tracked": [], "untracked": [], "plain": []}
+        untracked = ["tracking.database=false", "checkpoint.every=0"]
+        experiments = {
+            "tracked": Experiment(load_config("configs/digits_fedavg.yaml", base)),
+            "untracked": Experiment(load_config("configs/digits_fedavg.yaml", base + untracked)),
+        }
+        if args.ray_workers:
+            import ray  # one local Ray for every repeat; each run still starts (and stops) its own workers
+
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray_overrides = ["backend.kind=ray", f"backend.num_workers={args.ray_workers}"]
+            experiments["ray"] = Experiment(load_config("configs/digits_fedavg.yaml", base + untracked + ray_overrides))
+        sides = {name: fedforge_side(exp) for name, exp in experiments.items()}
+        sides["plain"] = plain_side(experiments["tracked"])
+        for side in sides.values():
+            side()  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        loops: dict[str, list[float]] = {name: [] for name in sides}
         acc: dict[str, float] = {}
         for i in range(args.repeats):
-            for name, fn in (
-                ("tracked", lambda: tracked.run(quiet=True).final_accuracy),
-                ("untracked", lambda: untracked.run(quiet=True).final_accuracy),
-                ("plain", lambda: plain_fedavg(tracked)),
-            ):
-                seconds, acc[name] = timed(fn)
+            for name, side in sides.items():
+                seconds, (acc[name], loop) = timed(side)
                 times[name].append(seconds)
+                loops[name].append(loop)
             print(f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), flush=True)
-    cfg = tracked.cfg
+    cfg = experiments["tracked"].cfg
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+    def ratio(a: str, b: str, table: dict[str, list[float]] = times) -> float:
+        return statistics.median(x / y for x, y in zip(table[a], table[b], strict=True))
 
     print(
         f"\n{cfg.data.name}, {cfg.model.name}, {cfg.data.num_clients} clients, {cfg.train.rounds} rounds, "
@@ -131,6 +163,15 @@ def main(argv: list[str]) -> None:
         f"fastest vs fastest (least noisy): with {min(times['tracked']) / min(times['plain']):.3f}, "
         f"without {min(times['untracked']) / min(times['plain']):.3f}"
     )
+    if "ray" in sides:
+        print(
+            f"ray ({args.ray_workers} workers) / plain PyTorch, whole run incl. starting the workers: "
+            f"{ratio('ray', 'plain'):.3f}; round loop only: {ratio('ray', 'plain', loops):.3f}"
+        )
+        print(
+            f"ray / sequential (both untracked): whole run {ratio('ray', 'untracked'):.3f}, "
+            f"round loop {ratio('ray', 'untracked', loops):.3f} (below 1: ray is faster)"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 FLWR = "1.42.0"
 FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
@@ -170,23 +171,15 @@ def main(argv: list[str]) -> None:
         npz = Path(tmp) / "experiment.npz"
         setting = export(args.config, overrides, npz)
         sides = {
-            "fedforge": (
-                lambda out: [
-                    sys.executable,
-                    __file__,
-                    "--side",
-                    "fedforge",
-                    "--config",
-                    args.config,
-                    "--result",
-                    str(out),
-                    *overrides,
-                ],
+            "fedforge": lambda out: (
+                [sys.executable, __file__, "--side", "fedforge", "--config", args.config, "--result", str(out)]
+                + overrides,
                 {},
             ),
-            "flower": (
-                lambda out: [str(flower), str(ROOT / "benchmarks" / "flower_app.py"), str(npz), str(out)],
-                FLOWER_ENV,
+            "flower": lambda out: (
+                [str(flower), "-c", "import flower_app; flower_app.simulate()"],
+                FLOWER_ENV
+                | {"PYTHONPATH": str(HERE), "FEDFORGE_BENCH_EXPERIMENT": str(npz), "FEDFORGE_BENCH_RESULT": str(out)},
             ),
         }
         runs: dict[str, list[dict]] = {name: [] for name in sides}
@@ -194,8 +187,7 @@ def main(argv: list[str]) -> None:
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
             for name in order:
                 out = Path(tmp) / f"{name}-{i}.json"
-                command, env = sides[name]
-                runs[name].append(timed_subprocess(command(out), env, out))
+                runs[name].append(timed_subprocess(*sides[name](out), out))
             print(
                 f"repeat {i + 1}: "
                 + ", ".join(

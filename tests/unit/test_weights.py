@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedforge.engine.optim import FlatSGD
 from fedforge.engine.weights import FlatModel, deserialize, payload_bytes, serialize
 from fedforge.errors import InvalidUpdate
 from fedforge.models.small import cnn
@@ -70,3 +71,24 @@ def test_serialize_roundtrip_and_size_check():
 def test_non_float32_models_are_rejected():
     with pytest.raises(TypeError, match="float32"):
         FlatModel(nn.Linear(2, 2).double())
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 5e-4), (0.0, 0.0), (0.5, 0.0), (0.0, 1e-3)])
+def test_flat_sgd_produces_exactly_torch_sgd_weights(momentum, weight_decay):
+    def trained(make_optimizer):
+        torch.manual_seed(0)
+        flat = FlatModel(net())
+        optimizer = make_optimizer(flat)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            x = torch.randn(8, 1, 8, 8, generator=gen)
+            flat.zero_grad()
+            flat.model(x).square().mean().backward()
+            optimizer.step()
+        return flat.read()
+
+    reference = trained(
+        lambda f: torch.optim.SGD(f.model.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    )
+    flat = trained(lambda f: FlatSGD(f, lr=0.1, momentum=momentum, weight_decay=weight_decay))
+    assert torch.equal(flat, reference)

@@ -18,6 +18,7 @@ from torch import nn
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.aggregation import WeightedSum
+from fedforge.engine.optim import FlatSGD
 from fedforge.engine.weights import FlatModel, Layout
 from fedforge.plugins import StrictModel
 from fedforge.registry import Registry
@@ -87,10 +88,15 @@ class ClientContext:
                 batch = order[start : start + size]
                 yield src.train_x[batch], src.train_y[batch]
 
-    def optimizer(self) -> torch.optim.Optimizer:
-        """A fresh local optimizer, as in FedAvg: no optimizer state survives between rounds."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+    def optimizer(self) -> torch.optim.Optimizer | FlatSGD:
+        """A fresh local optimizer, as in FedAvg: no optimizer state survives between rounds.
+
+        SGD over a fully trainable model steps on the flat vectors (same arithmetic, no per-client setup)."""
+        every = list(self.model.parameters())
+        params = [p for p in every if p.requires_grad]
         t = self.train
+        if t.optimizer == "sgd" and len(params) == len(every):
+            return FlatSGD(self.flat, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         if t.optimizer == "sgd":
             return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         if t.optimizer == "adam":

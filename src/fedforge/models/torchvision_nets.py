@@ -1,12 +1,12 @@
 """torchvision backbones adapted to small inputs, any channel count and the dataset's classes.
 
-Weights are always initialized from scratch: nothing is downloaded at run time.
+Weights are always initialized from scratch: nothing is downloaded at run time. torchvision
+is imported when a network is built (importing it costs about a second at start-up).
 """
 
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 
 from fedforge.models import MODELS
 from fedforge.models.ws import to_normalization_free
@@ -35,20 +35,26 @@ def _resnet(builder, input_shape: tuple[int, int, int], num_classes: int) -> nn.
 @MODELS.register("resnet18")
 def resnet18(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """ResNet-18; 3x3 stride-1 stem and no max-pool for inputs under 64 px (CIFAR-style)."""
-    return _resnet(tvm.resnet18, input_shape, num_classes)
+    from torchvision.models import resnet18 as build
+
+    return _resnet(build, input_shape, num_classes)
 
 
 @MODELS.register("resnet34")
 def resnet34(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """ResNet-34, adapted like resnet18."""
-    return _resnet(tvm.resnet34, input_shape, num_classes)
+    from torchvision.models import resnet34 as build
+
+    return _resnet(build, input_shape, num_classes)
 
 
 @MODELS.register("mobilenet_v3_small")
 def mobilenet_v3_small(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """MobileNetV3-Small; stride-1 first conv for inputs under 64 px."""
     c, h, w = input_shape
-    net = tvm.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    from torchvision.models import mobilenet_v3_small as build
+
+    net = build(weights=None, num_classes=num_classes)
     first = net.features[0][0]
     stride = 1 if min(h, w) < SMALL_INPUT else 2
     net.features[0][0] = _stem(c, first.out_channels, kernel_size=3, stride=stride, padding=1)

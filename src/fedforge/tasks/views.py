@@ -3,7 +3,8 @@
 Every image of a batch gets its own random crop box, flip, colour jitter and blur, drawn
 from the seeded generator (on CPU, then moved, so CPU and GPU runs see the same draws).
 The crop is torchvision's `roi_align` (one call for the whole batch, a box per image);
-grayscale and blur are torchvision.transforms.v2 functionals.
+grayscale and blur are torchvision.transforms.v2 functionals. torchvision is imported where
+it is used: importing it costs about a second, which runs without SSL views never need.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import roi_align
-from torchvision.transforms.v2 import functional as TF
 
 from fedforge.data.transforms import rand, random_hflip
 
@@ -34,6 +33,8 @@ class ViewAugment:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 [B, C, H, W] -> one random view per image, float in [0, 1]."""
+        from torchvision.transforms.v2 import functional as TF
+
         x = images.float().div_(255.0)
         x = self.resized_crop(x, generator)
         if self.flip:
@@ -50,6 +51,8 @@ class ViewAugment:
 
     def resized_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A box of random area share and aspect ratio per image, resized back to H x W."""
+        from torchvision.ops import roi_align
+
         b, _, h, w = x.shape
         lo, hi = self.crop_scale
         area = (lo + (hi - lo) * rand(b, generator, x.device)) * h * w
@@ -64,6 +67,8 @@ class ViewAugment:
 
     def colour_jitter(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Brightness, contrast (and saturation on colour images), each factor per image."""
+        from torchvision.transforms.v2 import functional as TF
+
         b, c = x.shape[:2]
         apply = (rand(b, generator, x.device) < self.jitter_prob).view(b, 1, 1, 1)
 
@@ -81,6 +86,8 @@ class ViewAugment:
 
     def blur(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Gaussian blur (kernel ~10% of the image side) on a random subset of the batch."""
+        from torchvision.transforms.v2 import functional as TF
+
         chosen = torch.nonzero(rand(len(x), generator, x.device) < self.blur_prob).squeeze(1)
         if len(chosen) == 0:
             return x
