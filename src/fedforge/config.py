@@ -198,7 +198,6 @@ class BackendConfig(PluginConfig):
     @classmethod
     def registry(cls) -> Registry[Any]:
         from fedforge.engine.executors import EXECUTORS
-        from fedforge.engine.ray_executor import RayExecutor  # noqa: F401  (registers backend kind "ray")
 
         return EXECUTORS
 

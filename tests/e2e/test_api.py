@@ -96,9 +96,8 @@ class FedAvgM(FedAvg):
     class Params(fedforge.HyperParams):
         beta: float = 0.9
 
-    def aggregate(self, state, results, round_index):
-        averaged = super().aggregate(state, results, round_index).weights
-        velocity = self.params.beta * state.extras.get("velocity", 0) + (state.weights - averaged)
+    def apply_mean(self, state, mean, round_index):
+        velocity = self.params.beta * state.extras.get("velocity", 0) + (state.weights - mean)
         return ServerState(state.weights - velocity, {"velocity": velocity})
 
 
@@ -106,6 +105,10 @@ def test_user_defined_algorithm_by_name_and_by_class(quick):
     by_name = fedforge.run(quiet=True, **quick, algorithm={"name": "fedavgm", "beta": 0.5})
     assert by_name.config.algorithm.params.beta == 0.5
     assert by_name.final_accuracy > 0.5
+    assert FedAvgM().aggregates_by_sum  # the server step works on (partial) weighted sums
+    without_momentum = fedforge.run(quiet=True, **quick, algorithm={"name": "fedavgm", "beta": 0.0})
+    plain = fedforge.run(quiet=True, **quick)  # beta 0 is FedAvg up to float rounding of w - (w - mean)
+    assert without_momentum.final_accuracy == pytest.approx(plain.final_accuracy, abs=0.02)
 
     class Plain(FedAvg):
         name = "plain_from_class"

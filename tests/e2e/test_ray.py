@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import fedforge
-from fedforge.algorithms.base import ServerState
+from fedforge.algorithms.base import ServerState, register
 from fedforge.algorithms.fedavg import FedAvg
+from fedforge.algorithms.fedbn import FedBN
+from fedforge.engine.federation import AllClientsFailed
 from fedforge.errors import ConfigError
 from fedforge.tracking import load_events
 
@@ -24,7 +26,7 @@ def local_ray():
     in float64, so how clients are split over workers does not change the average)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300 * 1024**2)
     yield
     ray.shutdown()
     torch.set_num_threads(threads)
@@ -105,6 +107,27 @@ def test_a_client_that_always_kills_its_worker_fails_alone(runs_dir):
     assert [(e["round"], e["client_id"]) for e in failed] == [(0, 2), (1, 2)]
     assert "worker died 2 times" in failed[0]["reason"]
     assert result.final_accuracy > 0.3  # the other nine clients still trained
+
+
+def test_a_crashed_ray_run_resumes_to_the_sequential_weights(runs_dir, tmp_path):
+    healthy = tmp_path / "healthy"
+
+    @register("fedbn_crash_once", replace=True)
+    class CrashOnce(FedBN):  # client state (local norm layers) must survive the crash too
+        def local_update(self, ctx, job):
+            if job.round == 2 and not healthy.exists():
+                raise RuntimeError("simulated crash")
+            return super().local_update(ctx, job)
+
+    rounds = {"rounds": 4, "local_epochs": 1}
+    with pytest.raises(AllClientsFailed):
+        run(runs_dir, RAY, algorithm={"name": "fedbn_crash_once"}, train=rounds)
+    healthy.touch()
+    (crashed,) = [d for d in runs_dir.iterdir() if d.is_dir()]
+    resumed = fedforge.resume(crashed, quiet=True)
+    reference = run(runs_dir, {}, algorithm={"name": "fedbn_crash_once"}, train=rounds)
+    assert torch.equal(final_weights(resumed), final_weights(reference))
+    assert resumed.summary["final_personalized_accuracy"] == reference.summary["final_personalized_accuracy"]
 
 
 def test_more_workers_than_the_cluster_holds_is_a_config_error(runs_dir):

@@ -114,3 +114,6 @@ class SequentialExecutor(Executor):
             torch.cuda.synchronize(self.device)
         result.metrics["seconds"] = time.perf_counter() - start
         return result
+
+
+from fedforge.engine import ray_executor  # noqa: E402,F401  (registers "ray"; Ray itself is imported only when used)
