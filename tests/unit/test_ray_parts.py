@@ -1,11 +1,12 @@
 """The Ray executor's pure parts: work shares and configuration (no Ray needed)."""
 
 import importlib.util
+import socket
 
 import pytest
 
 from fedforge.config import build_config
-from fedforge.engine.ray_executor import balanced_shares
+from fedforge.engine.ray_executor import _check_reachable, balanced_shares
 from fedforge.errors import ConfigError
 
 
@@ -36,3 +37,12 @@ def test_a_missing_ray_install_is_a_config_error_with_the_fix(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'fedforge\[ray\]'"):
         build_config({"backend": {"kind": "ray"}})
+
+
+def test_an_address_nobody_listens_on_fails_fast():
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"backend.address=127.0.0.1:{port}: no Ray head listens there"):
+        _check_reachable(f"127.0.0.1:{port}")
+    _check_reachable("auto")  # resolved by Ray from the local session

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,20 @@ class ClientWorker:
         return outcome.to("cpu"), {cid: self.store.get(cid) for cid in states}
 
 
+def _check_reachable(address: str) -> None:
+    """Ray keeps retrying an address nobody listens on; fail fast with what to do instead."""
+    if address == "auto" or "://" in address:
+        return  # found through the local session file / Ray Client: Ray reports those itself
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"backend.address={address}: no Ray head listens there ({err}); start one with `ray start --head` "
+            "and pass its host:port (or 'auto' on a node of the cluster)"
+        ) from None
+
+
 def _ray() -> Any:
     import ray
 
@@ -157,6 +172,7 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             return False
         if p.address is not None:
+            _check_reachable(p.address)
             try:
                 ray.init(address=p.address, logging_level=logging.WARNING)
             except ConnectionError as err:
