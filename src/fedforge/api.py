@@ -232,6 +232,7 @@ class Session:
             exp.device,
             task=exp.task,
             params=cfg.backend.params,
+            experiment=cfg.to_dict(),
         )
         try:
             return self._federate(executor, start_round, reason, skipped, quiet)

@@ -1,4 +1,4 @@
-"""Command line: `fedforge run | list | partition`.
+"""Command line: `fedforge run | resume | serve | join | runs | report | config | list | partition`.
 
 Every input error (FedforgeError) becomes one paragraph on stderr and exit code 2,
 never a traceback.
@@ -109,6 +109,73 @@ def resume(
     from fedforge.api import resume as resume_run
 
     _print_result(resume_run(run_dir, quiet=quiet))
+
+
+@app.command()
+@user_errors
+def serve(
+    args: Annotated[list[str] | None, typer.Argument(help=ARGS_HELP, show_default=False)] = None,
+    address: Annotated[str, typer.Option(help="host:port to listen on (port 0: any free port).")] = "127.0.0.1:50051",
+    token_file: Annotated[
+        Path | None, typer.Option(help="Tokens clients must present: TOKEN or ID:TOKEN lines.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve over TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    min_clients: Annotated[int | None, typer.Option(help="Clients needed to start a round (default all).")] = None,
+    min_results: Annotated[int | None, typer.Option(help="Results needed to close a round at its deadline.")] = None,
+    round_timeout: Annotated[float | None, typer.Option(help="Seconds a round waits for results.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Serve an experiment to remote clients (`fedforge join`): the same round loop and outputs as `run`."""
+    from fedforge.api import Experiment
+    from fedforge.config import load_config
+
+    path, overrides = split_args(args)
+    flags = {
+        "kind": "remote",
+        "address": address,
+        "token_file": token_file,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "min_clients": min_clients,
+        "min_results": min_results,
+        "round_timeout": round_timeout,
+    }
+    given = [f"backend.{k}={v.resolve() if isinstance(v, Path) else v}" for k, v in flags.items() if v is not None]
+    _print_result(Experiment(load_config(path, overrides + given)).run(quiet=quiet))
+
+
+@app.command()
+@user_errors
+def join(
+    server: Annotated[str, typer.Option(help="The server's host:port.")],
+    data: Annotated[
+        list[str] | None,
+        typer.Option(help="This client's data settings, key=value, repeatable (e.g. --data root=/mnt/data)."),
+    ] = None,
+    client_id: Annotated[int, typer.Option(help="This client's id (default: the server picks a free one).")] = -1,
+    token_file: Annotated[Path | None, typer.Option(help="A file holding this client's token.")] = None,
+    ca: Annotated[Path | None, typer.Option(help="PEM CA certificate: connect over TLS and trust this CA.")] = None,
+    device: Annotated[str | None, typer.Option(help="Where to train (default auto).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Join a federation served by `fedforge serve` and train on local data until it finishes."""
+    from fedforge.config import parse_overrides
+    from fedforge.deploy.client import RemoteClient
+    from fedforge.deploy.security import read_token
+
+    items = [item if item.startswith("data.") else f"data.{item}" for item in data or []]
+    if device is not None:
+        items.append(f"backend.device={device}")
+    client = RemoteClient(
+        server,
+        parse_overrides(items),
+        client_id,
+        read_token(str(token_file) if token_file else None),
+        str(ca) if ca else None,
+        quiet=quiet,
+    )
+    client.run()
 
 
 @app.command()

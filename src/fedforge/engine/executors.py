@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -58,8 +58,10 @@ class Executor:
         device: torch.device,
         task: Task | None = None,
         params: BaseModel | None = None,
+        experiment: dict[str, Any] | None = None,
     ) -> None:
         self.params = params if params is not None else self.Params()
+        self.experiment = experiment  # the resolved config, for executors whose clients rebuild it elsewhere
         self.algorithm, self.data, self.train = algorithm, data, train
         self.client_store, self.seed, self.device = client_store, seed, device
         self.model_factory = model_factory
@@ -116,4 +118,6 @@ class SequentialExecutor(Executor):
         return result
 
 
-from fedforge.engine import ray_executor  # noqa: E402,F401  (registers "ray"; Ray itself is imported only when used)
+# Registered beside "sequential": "ray" (Ray itself is imported only when used) and "remote" (gRPC).
+from fedforge.deploy import server  # noqa: E402,F401
+from fedforge.engine import ray_executor  # noqa: E402,F401

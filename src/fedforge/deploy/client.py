@@ -1,0 +1,149 @@
+"""`fedforge join`: one client of a remote federation, training on data that never leaves it.
+
+The server sends the experiment's config at join time; the client rebuilds the same model,
+method and task from it (its own data settings on top), then pulls jobs and pushes results
+until the server says the federation is done. It runs jobs with the sequential executor,
+so local training is exactly the simulation's code. Lost connections are retried: a client
+that comes back rejoins under its id and takes part in later rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+
+from fedforge.api import Experiment
+from fedforge.config import build_config, merge
+from fedforge.deploy import fedforge_pb2 as pb
+from fedforge.deploy import fedforge_pb2_grpc as rpc
+from fedforge.deploy.codec import PROTOCOL, Kind, Payload, decode, encode, job_from, result_payload
+from fedforge.engine.client_store import ClientStore
+from fedforge.engine.executors import ClientFailure, SequentialExecutor
+from fedforge.engine.weights import FlatModel
+from fedforge.errors import FedforgeError
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
+
+
+class JoinRefused(FedforgeError):
+    """The server refused this client (wrong token, id taken or out of range, other protocol)."""
+
+
+class ServerLost(FedforgeError):
+    """The server stayed unreachable for longer than the client retries."""
+
+
+class RemoteClient:
+    def __init__(
+        self,
+        server: str,
+        overrides: dict | None = None,
+        client_id: int = -1,
+        token: str = "",
+        ca: str | None = None,
+        max_download_mb: float = 4096.0,
+        retry_seconds: float = 60.0,
+        quiet: bool = False,
+    ) -> None:
+        self.server, self.overrides, self.requested_id = server, overrides or {}, client_id
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.ca = Path(ca).read_bytes() if ca else None
+        self.max_download = int(max_download_mb * 2**20)
+        self.retry_seconds, self.quiet = retry_seconds, quiet
+        self.rounds_served = 0
+        self.executor: SequentialExecutor | None = None
+        self.local_shard: int | None = None
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, flush=True)
+
+    def channel(self) -> grpc.Channel:
+        if self.ca is not None:
+            return grpc.secure_channel(self.server, grpc.ssl_channel_credentials(root_certificates=self.ca))
+        return grpc.insecure_channel(self.server)
+
+    def run(self) -> int:
+        """Serve jobs until the server is done; reconnects on transient errors. Returns rounds served."""
+        last_contact = time.monotonic()
+        while True:
+            try:
+                with self.channel() as channel:
+                    if self.session(rpc.FederationStub(channel)):
+                        return self.rounds_served
+                last_contact = time.monotonic()
+            except grpc.RpcError as err:
+                code = err.code()
+                if code not in RETRYABLE:
+                    raise JoinRefused(f"{self.server} refused this client: {code.name}: {err.details()}") from None
+                if time.monotonic() - last_contact > self.retry_seconds:
+                    raise ServerLost(f"lost {self.server} for over {self.retry_seconds:g} s: {err.details()}") from None
+                self.log(f"connection problem ({code.name}); retrying")
+                time.sleep(1.0)
+
+    def session(self, stub: rpc.FederationStub) -> bool:
+        """One session: join, then jobs until DONE (True) or until the server forgets us (False)."""
+        reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=self.requested_id), metadata=self.metadata)
+        self.requested_id = reply.client_id  # a reconnect rejoins as the same client
+        if self.executor is None:
+            self.prepare(reply.config_yaml)
+        self.log(f"joined {self.server} as client {reply.client_id}")
+        stop = threading.Event()
+        beat = threading.Thread(target=self.heartbeat, args=(stub, reply, stop), daemon=True)
+        beat.start()
+        try:
+            while True:
+                job = decode(
+                    stub.NextJob(pb.SessionRef(session=reply.session), metadata=self.metadata), self.max_download
+                )
+                if job.kind == Kind.DONE:
+                    self.log(f"federation finished; served {self.rounds_served} rounds")
+                    return True
+                if job.kind == Kind.JOB:
+                    self.work(stub, reply.session, job)
+        finally:
+            stop.set()
+            beat.join(timeout=15)  # no RPC may still be in flight when the channel closes
+
+    def heartbeat(self, stub: rpc.FederationStub, reply: pb.JoinReply, stop: threading.Event) -> None:
+        while not stop.wait(reply.heartbeat_seconds):
+            try:
+                stub.Heartbeat(pb.SessionRef(session=reply.session), metadata=self.metadata, timeout=10)
+            except grpc.RpcError:
+                pass  # the main loop notices a lost server and reconnects
+
+    def prepare(self, config_yaml: str) -> None:
+        """Rebuild the experiment from the server's config, with this client's data settings on top."""
+        raw = merge(yaml.safe_load(config_yaml), self.overrides)
+        cfg = build_config({**raw, "backend": {"kind": "sequential", **raw.get("backend", {})}})
+        exp = Experiment(cfg)
+        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train)
+        algorithm.init_server(FlatModel(exp.build_model()), exp.data)  # index structures methods keep
+        self.executor = SequentialExecutor(
+            algorithm, exp.data, exp.model_factory(), cfg.train, ClientStore(), cfg.seed, exp.device, task=exp.task
+        )
+        if exp.data.num_clients == 1:  # the client's own data (e.g. a local folder): one shard, used for any id
+            self.local_shard = 0
+
+    def work(self, stub: rpc.FederationStub, session: str, payload: Payload) -> None:
+        assert self.executor is not None
+        job = job_from(payload)
+        local = dataclasses.replace(job, client_id=self.local_shard) if self.local_shard is not None else job
+        self.log(f"round {job.round}: training")
+        outcome = self.executor.run_one(local)
+        if isinstance(outcome, ClientFailure):
+            answer = Payload(Kind.RESULT, session, job.client_id, job.round, error=outcome.reason)
+        else:
+            outcome.client_id = job.client_id
+            answer = result_payload(outcome, session, job.round)
+        reply = stub.SubmitResult(encode(answer), metadata=self.metadata)
+        if not reply.accepted:
+            self.log(f"round {job.round}: server refused the result: {reply.reason}")
+        else:
+            self.rounds_served += 1
+            self.log(f"round {job.round}: result sent")

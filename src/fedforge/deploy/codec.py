@@ -1,0 +1,155 @@
+"""Jobs and results on the wire: a header, then raw little-endian tensor bytes in chunks.
+
+Nothing is pickled: a peer's bytes only ever become numbers, checked against the sizes the
+header declares (and a size limit) before any memory is allocated for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedforge.algorithms.base import ClientJob, ClientResult
+from fedforge.deploy import fedforge_pb2 as pb
+from fedforge.errors import FedforgeError
+
+PROTOCOL = 1
+CHUNK_BYTES = 1 << 20  # well under gRPC's 4 MiB message limit
+DTYPES: dict[str, tuple[torch.dtype, str]] = {  # wire name: (torch dtype, little-endian numpy dtype)
+    "float32": (torch.float32, "<f4"),
+    "float64": (torch.float64, "<f8"),
+    "int64": (torch.int64, "<i8"),
+    "int32": (torch.int32, "<i4"),
+    "uint8": (torch.uint8, "u1"),
+    "bool": (torch.bool, "?"),
+}
+DTYPE_NAMES = {torch_dtype: name for name, (torch_dtype, _) in DTYPES.items()}
+Kind = pb.PayloadHeader.Kind
+
+
+class MalformedPayload(FedforgeError):
+    """A peer sent a stream that does not describe a valid payload (it is dropped, never half-read)."""
+
+
+@dataclass
+class Payload:
+    kind: int
+    session: str = ""
+    client_id: int = 0
+    round: int = 0
+    num_samples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    error: str = ""
+
+
+def encode(payload: Payload) -> Iterator[pb.Chunk]:
+    """The header chunk, then every tensor's bytes in order, at most CHUNK_BYTES per chunk."""
+    header = pb.PayloadHeader(
+        kind=payload.kind,
+        session=payload.session,
+        client_id=payload.client_id,
+        round=payload.round,
+        num_samples=payload.num_samples,
+        metrics={k: float(v) for k, v in payload.metrics.items()},
+        error=payload.error,
+    )
+    arrays = []
+    for name, tensor in payload.tensors.items():
+        if tensor.dtype not in DTYPE_NAMES:
+            raise TypeError(f"tensor '{name}' is {tensor.dtype}; the wire carries {', '.join(DTYPES)}")
+        name_on_wire = DTYPE_NAMES[tensor.dtype]
+        header.tensors.add(name=name, dtype=name_on_wire, shape=list(tensor.shape))
+        arrays.append(tensor.detach().cpu().contiguous().numpy().astype(DTYPES[name_on_wire][1], copy=False))
+    yield pb.Chunk(header=header)
+    for array in arrays:
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        for start in range(0, len(view), CHUNK_BYTES):
+            yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
+
+
+def decode(chunks: Iterable[pb.Chunk], max_bytes: int) -> Payload:
+    """Read one payload; MalformedPayload if the stream disagrees with its header or is too large."""
+    stream = iter(chunks)
+    first = next(stream, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise MalformedPayload("the stream does not start with a header")
+    header = first.header
+    specs = []
+    total = 0
+    for spec in header.tensors:
+        if spec.dtype not in DTYPES:
+            raise MalformedPayload(f"tensor '{spec.name}' has unknown dtype '{spec.dtype}'")
+        if any(dim < 0 for dim in spec.shape):
+            raise MalformedPayload(f"tensor '{spec.name}' has a negative dimension {list(spec.shape)}")
+        nbytes = math.prod(spec.shape) * np.dtype(DTYPES[spec.dtype][1]).itemsize
+        specs.append((spec, total, nbytes))
+        total += nbytes
+        if total > max_bytes:
+            raise MalformedPayload(f"the payload declares more than {max_bytes} bytes (the server's limit)")
+    buffer = bytearray(total)
+    filled = 0
+    for chunk in stream:
+        if chunk.WhichOneof("part") != "data":
+            raise MalformedPayload("a second header inside one payload")
+        end = filled + len(chunk.data)
+        if end > total:
+            raise MalformedPayload(f"more data than the header declares ({total} bytes)")
+        buffer[filled:end] = chunk.data
+        filled = end
+    if filled != total:
+        raise MalformedPayload(f"the stream ended after {filled} of {total} declared bytes")
+    tensors = {}
+    for spec, offset, nbytes in specs:
+        wire = np.dtype(DTYPES[spec.dtype][1])
+        array = np.frombuffer(buffer, dtype=wire, count=nbytes // wire.itemsize, offset=offset)
+        tensors[spec.name] = torch.from_numpy(array.astype(wire.newbyteorder("="))).reshape(tuple(spec.shape))
+    return Payload(
+        kind=header.kind,
+        session=header.session,
+        client_id=header.client_id,
+        round=header.round,
+        num_samples=header.num_samples,
+        metrics=dict(header.metrics),
+        tensors=tensors,
+        error=header.error,
+    )
+
+
+def _with_extras(weights: torch.Tensor, extras: dict) -> dict[str, torch.Tensor]:
+    tensors = {"weights": weights}
+    for key, value in extras.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"extras['{key}'] is a {type(value).__name__}; only tensors cross the network")
+        tensors[f"extras.{key}"] = value
+    return tensors
+
+
+def _extras(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name.removeprefix("extras."): t for name, t in tensors.items() if name.startswith("extras.")}
+
+
+def job_payload(job: ClientJob, session: str) -> Payload:
+    return Payload(Kind.JOB, session, job.client_id, job.round, tensors=_with_extras(job.weights, job.extras))
+
+
+def job_from(payload: Payload) -> ClientJob:
+    if "weights" not in payload.tensors:
+        raise MalformedPayload("a job without weights")
+    return ClientJob(payload.client_id, payload.round, payload.tensors["weights"], _extras(payload.tensors))
+
+
+def result_payload(result: ClientResult, session: str, round_index: int) -> Payload:
+    tensors = _with_extras(result.weights, result.extras)
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    return Payload(Kind.RESULT, session, result.client_id, round_index, result.num_samples, metrics, tensors)
+
+
+def result_from(payload: Payload) -> ClientResult:
+    """The upload as a ClientResult; a missing weights tensor is left to validation (it is rejected there)."""
+    weights = payload.tensors.get("weights", torch.empty(0))
+    return ClientResult(payload.client_id, weights, int(payload.num_samples), payload.metrics, _extras(payload.tensors))

@@ -1,0 +1,267 @@
+"""Real deployment on loopback: a gRPC server and remote clients, as processes and as threads."""
+
+import datetime
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+import fedforge
+from fedforge.algorithms.base import ClientResult
+from fedforge.deploy import fedforge_pb2 as pb
+from fedforge.deploy import fedforge_pb2_grpc as rpc
+from fedforge.deploy.client import RemoteClient, ServerLost
+from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
+from fedforge.tracking import load_events, load_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def cli(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fedforge", *map(str, args)], cwd=ROOT, text=True, **kwargs)
+
+
+def digits(runs_dir, clients=3, rounds=5, *extra):
+    return [
+        "configs/digits_fedavg.yaml",
+        f"data.num_clients={clients}",
+        f"train.rounds={rounds}",
+        f"tracking.runs_dir={runs_dir}",
+        "backend.device=cpu",
+        *extra,
+    ]
+
+
+def test_three_client_processes_match_the_simulation_and_a_wrong_token_is_refused(runs_dir, tmp_path):
+    port = free_port()
+    (tmp_path / "tokens").write_text("federation-secret\n")
+    (tmp_path / "wrong").write_text("guessed\n")
+    server = cli(
+        "serve",
+        *digits(runs_dir),
+        "--address",
+        f"127.0.0.1:{port}",
+        "--token-file",
+        tmp_path / "tokens",
+        "--quiet",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    join = ["join", "--server", f"127.0.0.1:{port}", "--device", "cpu", "--quiet"]
+    intruder = cli(*join, "--token-file", tmp_path / "wrong", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    clients = [cli(*join, "--token-file", tmp_path / "tokens", stdout=subprocess.DEVNULL) for _ in range(3)]
+    out, errors = server.communicate(timeout=180)
+    assert server.returncode == 0, errors
+    assert all(c.wait(timeout=30) == 0 for c in clients)
+    _, refused = intruder.communicate(timeout=30)
+    assert intruder.returncode == 2 and "UNAUTHENTICATED" in refused and "wrong token" in refused
+
+    served = load_runs(runs_dir)[0]
+    same = {"data.num_clients": 3, "train.rounds": 5, "tracking.runs_dir": str(runs_dir), "backend.device": "cpu"}
+    simulated = fedforge.run("configs/digits_fedavg.yaml", quiet=True, **same)
+    assert abs(served["summary"]["final_accuracy"] - simulated.final_accuracy) <= 0.01  # the issue allows 1 point
+    assert served["summary"]["final_accuracy"] > 0.9
+    assert f"{served['summary']['final_accuracy']:.4f}" in out
+
+
+def serve_in_thread(runs_dir, port, **extra):
+    """`fedforge.run` with backend remote in a thread; returns (thread, holder of its result or error)."""
+    config = {
+        "data": {"num_clients": extra.pop("clients", 3)},
+        "train": {"rounds": extra.pop("rounds", 2), "local_epochs": 1},
+        "tracking": {"runs_dir": str(runs_dir)},
+        "backend": {"kind": "remote", "address": f"127.0.0.1:{port}", "device": "cpu", **extra.pop("backend", {})},
+        **extra,
+    }
+    holder = {}
+
+    def target():
+        try:
+            holder["result"] = fedforge.run(quiet=True, **config)
+        except BaseException as err:  # surfaced by the test
+            holder["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, holder
+
+
+def honest_client(port, client_id, **kwargs):
+    client = RemoteClient(f"127.0.0.1:{port}", {"backend": {"device": "cpu"}}, client_id, quiet=True, **kwargs)
+    thread = threading.Thread(target=client.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def attacker(port, client_id, rounds):
+    """A hand-written client: joins properly, then uploads NaN weights, then a stream that lies about its size."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = rpc.FederationStub(channel)
+        reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id))
+        served = 0
+        while served < rounds:
+            job = decode(stub.NextJob(pb.SessionRef(session=reply.session)), max_bytes=2**30)
+            if job.kind != Kind.JOB:
+                continue
+            weights = job.tensors["weights"].clone()
+            if served == 0:
+                weights[::7] = float("nan")
+                chunks = encode(result_payload(ClientResult(client_id, weights, 100), reply.session, job.round))
+            else:
+                chunks = list(encode(result_payload(ClientResult(client_id, weights, 100), reply.session, job.round)))
+                chunks = [chunks[0], pb.Chunk(data=chunks[1].data[:100])]  # far fewer bytes than declared
+            stub.SubmitResult(iter(chunks))
+            served += 1
+
+
+def test_nan_and_malformed_uploads_are_dropped_with_events_and_rounds_complete(runs_dir):
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir, port)
+    wait_until_listening(port)
+    honest = [honest_client(port, cid) for cid in (0, 1)]
+    attacker(port, 2, rounds=2)
+    server.join(timeout=120)
+    assert "error" not in holder, holder.get("error")
+    result = holder["result"]
+    events = {(e["round"], e["client_id"], e["kind"]): e["reason"] for e in load_events(result.run_dir)}
+    assert "NaN" in events[(0, 2, "rejected_update")]
+    assert "malformed upload" in events[(1, 2, "client_failed")]
+    assert result.summary["rounds"] == 2 and result.final_accuracy > 0.5  # the honest clients' model
+    for thread in honest:
+        thread.join(timeout=30)
+
+
+def test_a_client_killed_mid_round_does_not_stop_the_round(runs_dir):
+    port = free_port()
+    server = cli(
+        "serve",
+        *digits(
+            runs_dir, 3, 3, "train.local_epochs=60", "backend.heartbeat_seconds=0.5", "backend.heartbeat_timeout=3"
+        ),
+        "--address",
+        f"127.0.0.1:{port}",
+        "--min-clients",
+        "2",
+        "--quiet",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    join = ["join", "--server", f"127.0.0.1:{port}", "--device", "cpu"]
+    survivors = [cli(*join, "--client-id", cid, stdout=subprocess.DEVNULL) for cid in (0, 1)]
+    victim = cli(*join, "--client-id", 2, stdout=subprocess.PIPE)
+    for line in victim.stdout:
+        if line.startswith("round 1: training"):
+            victim.kill()  # mid-round: it holds its job and will never answer
+            break
+    out, errors = server.communicate(timeout=180)
+    assert server.returncode == 0, errors
+    assert all(s.wait(timeout=30) == 0 for s in survivors)
+    run = load_runs(runs_dir)[0]
+    assert run["status"] == "finished" and run["summary"]["rounds"] == 3
+    failed = {(e["round"], e["client_id"]): e["reason"] for e in load_events(Path(run["run_dir"]))}
+    assert "disconnected" in failed[(1, 2)]
+    assert "not connected" in failed[(2, 2)]
+
+
+def test_a_resnet18_larger_than_grpcs_message_limit_completes_a_round(runs_dir):
+    port = free_port()
+    server, holder = serve_in_thread(
+        runs_dir,
+        port,
+        clients=1,
+        rounds=1,
+        model={"name": "resnet18"},
+        data={"num_clients": 1, "image_size": 16, "train_fraction": 0.05},
+        eval={"personalized": False},
+    )
+    wait_until_listening(port)
+    client = honest_client(port, 0)
+    server.join(timeout=300)
+    assert "error" not in holder, holder.get("error")
+    summary = holder["result"].summary
+    assert summary["bytes_down"] > 40 * 2**20 and summary["bytes_up"] > 40 * 2**20  # ~45 MB each way
+    client.join(timeout=30)
+
+
+def self_signed(tmp_path):
+    """A CA and a server certificate for localhost / 127.0.0.1 signed by it (PEM files)."""
+    pytest.importorskip("cryptography")
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedforge test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(1))
+        .add_extension(names, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def test_tls_with_a_self_signed_ca(runs_dir, tmp_path):
+    pem = self_signed(tmp_path)
+    port = free_port()
+    tls = {"tls_cert": str(pem["cert"]), "tls_key": str(pem["key"])}
+    server, holder = serve_in_thread(runs_dir, port, clients=1, rounds=1, backend=tls)
+    wait_until_listening(port)
+    with pytest.raises(ServerLost):  # a plain-text client cannot talk to a TLS server
+        RemoteClient(f"127.0.0.1:{port}", {"backend": {"device": "cpu"}}, 0, quiet=True, retry_seconds=2).run()
+    trusted = RemoteClient(f"localhost:{port}", {"backend": {"device": "cpu"}}, 0, ca=str(pem["ca"]), quiet=True)
+    assert trusted.run() == 1
+    server.join(timeout=60)
+    assert "error" not in holder, holder.get("error")
+    assert torch.isfinite(torch.tensor(holder["result"].final_accuracy))

@@ -1,0 +1,115 @@
+"""The wire format and the server's gatekeeping, without a network."""
+
+import pytest
+import torch
+
+from fedforge.algorithms.base import ClientJob, ClientResult
+from fedforge.deploy import fedforge_pb2 as pb
+from fedforge.deploy.codec import (
+    CHUNK_BYTES,
+    Kind,
+    MalformedPayload,
+    Payload,
+    decode,
+    encode,
+    job_from,
+    job_payload,
+    result_from,
+    result_payload,
+)
+from fedforge.deploy.security import TokenBook, read_token
+from fedforge.deploy.server import ClientHub, client_config
+from fedforge.errors import ConfigError
+
+
+def test_jobs_and_results_roundtrip_exactly_in_chunks_under_grpcs_limit():
+    weights = torch.randn(2_000_000)  # 8 MB: several chunks
+    job = ClientJob(3, 7, weights, {"control": torch.arange(5, dtype=torch.int64), "mask": torch.tensor([True, False])})
+    chunks = list(encode(job_payload(job, "s1")))
+    assert chunks[0].WhichOneof("part") == "header" and len(chunks) == 1 + 8 + 2
+    assert max(len(c.data) for c in chunks[1:]) <= CHUNK_BYTES < 4 * 2**20
+    back = job_from(decode(chunks, max_bytes=2**30))
+    assert (back.client_id, back.round) == (3, 7) and torch.equal(back.weights, weights)
+    assert torch.equal(back.extras["control"], job.extras["control"]) and back.extras["mask"].dtype == torch.bool
+
+    result = ClientResult(3, weights[:10], 42, {"train_loss": 0.25, "seconds": 1.5})
+    again = result_from(decode(encode(result_payload(result, "s1", 7)), max_bytes=2**20))
+    assert again.num_samples == 42 and again.metrics == {"train_loss": 0.25, "seconds": 1.5}
+    assert torch.equal(again.weights, result.weights)
+
+
+def test_only_tensors_cross_the_network():
+    with pytest.raises(TypeError, match="extras\\['note'\\] is a str"):
+        list(encode(job_payload(ClientJob(0, 0, torch.zeros(2), {"note": "hi"}), "s")))
+
+
+def header(*specs, **fields):
+    h = pb.PayloadHeader(kind=Kind.RESULT, **fields)
+    for name, dtype, shape in specs:
+        h.tensors.add(name=name, dtype=dtype, shape=shape)
+    return pb.Chunk(header=h)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ([], "does not start with a header"),
+        ([pb.Chunk(data=b"1234")], "does not start with a header"),
+        ([header(("weights", "float32", [2])), pb.Chunk(data=b"1234")], "ended after 4 of 8"),
+        ([header(("weights", "float32", [1])), pb.Chunk(data=b"12345678")], "more data than the header declares"),
+        ([header(("weights", "object", [1]))], "unknown dtype 'object'"),
+        ([header(("weights", "float32", [-1]))], "negative dimension"),
+        ([header(("weights", "float32", [10**9]))], "more than 1048576 bytes"),
+        ([header(), header()], "a second header"),
+    ],
+)
+def test_malformed_streams_are_refused_before_memory_is_spent(chunks, message):
+    with pytest.raises(MalformedPayload, match=message):
+        decode(chunks, max_bytes=2**20)
+
+
+def test_token_book_shared_and_per_client(tmp_path):
+    file = tmp_path / "tokens"
+    file.write_text("# comment\nshared-secret\n\n2:two-only\n")
+    book = TokenBook.load(str(file))
+    assert book.clients_for("shared-secret") is None  # any client id
+    assert book.clients_for("two-only") == {2}
+    assert book.clients_for("guess") == set()  # refused
+    client_file = tmp_path / "client"
+    client_file.write_text("2:two-only\n")
+    assert read_token(str(client_file)) == "two-only"
+    with pytest.raises(ConfigError, match="does not exist"):
+        TokenBook.load(str(tmp_path / "missing"))
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="holds no token"):
+        TokenBook.load(str(tmp_path / "empty"))
+
+
+def test_hub_assigns_ids_replaces_sessions_and_refuses_late_results():
+    hub = ClientHub(num_clients=2, heartbeat_timeout=10)
+    first = hub.join(-1, None)
+    second = hub.join(-1, None)
+    assert (first.client_id, second.client_id) == (0, 1)
+    with pytest.raises(ValueError, match="taken"):
+        hub.join(-1, None)
+    with pytest.raises(PermissionError):
+        hub.join(0, {1})
+    again = hub.join(0, None)  # a reconnect: the old session is forgotten
+    assert again.session != first.session and hub.touch(first.session) is None
+    hub.dispatch([ClientJob(0, 4, torch.zeros(2))])
+    assert hub.next_job(again.session, wait=0).kind == Kind.JOB
+    result = ClientResult(0, torch.zeros(2), 1)
+    assert "round 3" in hub.submit(again.session, 0, 3, result)  # not the open round
+    assert hub.submit(again.session, 0, 4, result) == ""
+    assert "late or duplicate" in hub.submit(again.session, 0, 4, result)
+    hub.finish()
+    assert hub.next_job(second.session, wait=0).kind == Kind.DONE
+
+
+def test_clients_get_the_experiment_without_server_settings():
+    config = {"data": {"name": "digits"}, "backend": {"token_file": "/secret"}, "tracking": {}, "checkpoint": {}}
+    assert client_config(config) == {"data": {"name": "digits"}}
+
+
+def test_payload_defaults_are_an_empty_wait():
+    assert list(decode(encode(Payload(Kind.WAIT)), max_bytes=0).tensors) == []
