@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # pyproject.toml only declares ranges (torch>=2.3).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
+
+# Regenerate the gRPC modules after editing src/fedforge/deploy/fedforge.proto. grpcio-tools 1.74
+# emits protobuf 6.31 gencode, readable by every protobuf runtime >= 6.31.1 (pyproject's floor).
+proto:
+	$(PYTHON) -m venv .bench/protoc
+	.bench/protoc/bin/pip install -q grpcio-tools==1.74.0
+	.bench/protoc/bin/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src \
+		src/fedforge/deploy/fedforge.proto
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -157,16 +157,20 @@ def join(
     token_file: Annotated[Path | None, typer.Option(help="A file holding this client's token.")] = None,
     ca: Annotated[Path | None, typer.Option(help="PEM CA certificate: connect over TLS and trust this CA.")] = None,
     device: Annotated[str | None, typer.Option(help="Where to train (default auto).")] = None,
+    compression: Annotated[str, typer.Option(help="Compress uploads: none or gzip.")] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Join a federation served by `fedforge serve` and train on local data until it finishes."""
     from fedforge.config import parse_overrides
     from fedforge.deploy.client import RemoteClient
     from fedforge.deploy.security import read_token
+    from fedforge.errors import ConfigError
 
     items = [item if item.startswith("data.") else f"data.{item}" for item in data or []]
     if device is not None:
         items.append(f"backend.device={device}")
+    if compression not in ("none", "gzip"):
+        raise ConfigError(f"--compression {compression}: use none or gzip")
     client = RemoteClient(
         server,
         parse_overrides(items),
@@ -174,6 +178,7 @@ def join(
         read_token(str(token_file) if token_file else None),
         str(ca) if ca else None,
         quiet=quiet,
+        compression=compression,
     )
     client.run()
 

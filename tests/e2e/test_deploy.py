@@ -2,6 +2,7 @@
 
 import datetime
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -140,9 +141,9 @@ def attacker(port, client_id, rounds):
 
 def test_nan_and_malformed_uploads_are_dropped_with_events_and_rounds_complete(runs_dir):
     port = free_port()
-    server, holder = serve_in_thread(runs_dir, port)
+    server, holder = serve_in_thread(runs_dir, port, backend={"compression": "gzip"})
     wait_until_listening(port)
-    honest = [honest_client(port, cid) for cid in (0, 1)]
+    honest = [honest_client(port, cid, compression="gzip") for cid in (0, 1)]
     attacker(port, 2, rounds=2)
     server.join(timeout=120)
     assert "error" not in holder, holder.get("error")
@@ -265,3 +266,36 @@ def test_tls_with_a_self_signed_ca(runs_dir, tmp_path):
     server.join(timeout=60)
     assert "error" not in holder, holder.get("error")
     assert torch.isfinite(torch.tensor(holder["result"].final_accuracy))
+
+
+def test_a_killed_server_resumes_and_its_clients_rejoin(runs_dir):
+    port = free_port()
+    args = digits(runs_dir, 3, 8, "tracking.name=served", "backend.heartbeat_seconds=0.5")
+    server = cli("serve", *args, "--address", f"127.0.0.1:{port}", "--quiet", stdout=subprocess.DEVNULL)
+    join = ["join", "--server", f"127.0.0.1:{port}", "--device", "cpu", "--quiet"]
+    clients = [cli(*join, "--client-id", cid, stdout=subprocess.DEVNULL) for cid in range(3)]
+    db, deadline = runs_dir / "runs.db", time.monotonic() + 120
+    while time.monotonic() < deadline and rounds_done(db) < 3:
+        time.sleep(0.1)
+    server.kill()  # SIGKILL: no clean shutdown, clients see the server vanish
+    server.wait()
+    resumed = cli("resume", runs_dir / "served", "--quiet", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, errors = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, errors
+    assert all(c.wait(timeout=60) == 0 for c in clients)  # they reconnected and served to the end
+    kinds = [e["kind"] for e in load_events(runs_dir / "served")]
+    assert "resume" in kinds
+    same = {"data.num_clients": 3, "train.rounds": 8, "tracking.runs_dir": str(runs_dir), "backend.device": "cpu"}
+    simulated = fedforge.run("configs/digits_fedavg.yaml", quiet=True, **same)
+    served = float(out.split("final accuracy: ")[1].split()[0])
+    assert abs(served - simulated.final_accuracy) <= 0.01
+
+
+def rounds_done(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0

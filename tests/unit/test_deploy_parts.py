@@ -17,7 +17,7 @@ from fedforge.deploy.codec import (
     result_from,
     result_payload,
 )
-from fedforge.deploy.security import TokenBook, read_token
+from fedforge.deploy.security import TokenBook, read_token, warn_if_exposed
 from fedforge.deploy.server import ClientHub, client_config
 from fedforge.errors import ConfigError
 
@@ -113,3 +113,11 @@ def test_clients_get_the_experiment_without_server_settings():
 
 def test_payload_defaults_are_an_empty_wait():
     assert list(decode(encode(Payload(Kind.WAIT)), max_bytes=0).tensors) == []
+
+
+def test_serving_without_tls_beyond_loopback_warns_loudly(capsys):
+    warn_if_exposed("127.0.0.1:50051", tls=False)
+    warn_if_exposed("0.0.0.0:50051", tls=True)
+    assert capsys.readouterr().err == ""
+    warn_if_exposed("0.0.0.0:50051", tls=False)
+    assert "WITHOUT TLS" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from fedforge.config import build_config, merge
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.codec import PROTOCOL, Kind, Payload, decode, encode, job_from, result_payload
+from fedforge.deploy.server import COMPRESSION
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.executors import ClientFailure, SequentialExecutor
 from fedforge.engine.weights import FlatModel
@@ -49,12 +50,14 @@ class RemoteClient:
         max_download_mb: float = 4096.0,
         retry_seconds: float = 60.0,
         quiet: bool = False,
+        compression: str = "none",
     ) -> None:
         self.server, self.overrides, self.requested_id = server, overrides or {}, client_id
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.ca = Path(ca).read_bytes() if ca else None
         self.max_download = int(max_download_mb * 2**20)
         self.retry_seconds, self.quiet = retry_seconds, quiet
+        self.compression = COMPRESSION[compression]
         self.rounds_served = 0
         self.executor: SequentialExecutor | None = None
         self.local_shard: int | None = None
@@ -65,8 +68,9 @@ class RemoteClient:
 
     def channel(self) -> grpc.Channel:
         if self.ca is not None:
-            return grpc.secure_channel(self.server, grpc.ssl_channel_credentials(root_certificates=self.ca))
-        return grpc.insecure_channel(self.server)
+            credentials = grpc.ssl_channel_credentials(root_certificates=self.ca)
+            return grpc.secure_channel(self.server, credentials, compression=self.compression)
+        return grpc.insecure_channel(self.server, compression=self.compression)
 
     def run(self) -> int:
         """Serve jobs until the server is done; reconnects on transient errors. Returns rounds served."""

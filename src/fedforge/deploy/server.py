@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import yaml
@@ -56,6 +56,10 @@ class RemoteParams(StrictModel):
     tls_cert: str | None = Field(None, description="PEM certificate chain for TLS (with tls_key)")
     tls_key: str | None = Field(None, description="PEM private key for TLS (with tls_cert)")
     max_upload_mb: float = Field(1024.0, gt=0, description="largest upload accepted, in MiB (default 1024)")
+    compression: Literal["none", "gzip"] = Field("none", description="compress what the server sends (default none)")
+
+
+COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 
 
 class ClientGone(RuntimeError):
@@ -276,7 +280,10 @@ class RemoteExecutor(Executor):
         self.hub = ClientHub(self.data.num_clients, p.heartbeat_timeout)
         self.min_clients = min(p.min_clients or self.data.num_clients, self.data.num_clients)
         service = FederationService(self.hub, tokens, yaml.safe_dump(client_config(self.experiment)), p)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(16, 2 * self.data.num_clients + 4)))
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max(16, 2 * self.data.num_clients + 4)),
+            compression=COMPRESSION[p.compression],
+        )
         rpc.add_FederationServicer_to_server(service, self.server)
         port = (
             self.server.add_secure_port(p.address, credentials)
