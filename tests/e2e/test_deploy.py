@@ -299,4 +299,3 @@ def rounds_done(db: Path) -> int:
             return con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
-

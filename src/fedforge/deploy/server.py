@@ -309,9 +309,11 @@ class RemoteExecutor(Executor):
     def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
         p, hub = self.params, self.hub
         self.wait_for_clients()
-        reachable = [job for job in jobs if hub.alive(job.client_id)]
+        reachable = []
         for job in jobs:
-            if job not in reachable:
+            if hub.alive(job.client_id):
+                reachable.append(job)
+            else:
                 outcome.add(ClientFailure(job.client_id, ClientGone("not connected when the round started")))
         hub.dispatch(reachable)
         pending = {job.client_id for job in reachable}

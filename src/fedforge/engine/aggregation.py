@@ -130,8 +130,3 @@ class RoundOutcome:
         position = {cid: i for i, cid in enumerate(client_ids)}
         for items in (self.receipts, self.rejected, self.failures, self.kept):
             items.sort(key=lambda item: position.get(item.client_id, len(position)))
-
-    @property
-    def reported(self) -> int:
-        """Clients that returned a result (valid or not)."""
-        return len(self.receipts)
