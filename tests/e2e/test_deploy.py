@@ -299,3 +299,47 @@ def rounds_done(db: Path) -> int:
             return con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def laggard(port, client_id, stop: threading.Event):
+    """Joins, fetches its jobs, keeps its heartbeat going, and never answers: alive but too slow."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = rpc.FederationStub(channel)
+        reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id))
+        session = pb.SessionRef(session=reply.session)
+        fetched = 0
+        while not stop.wait(0.2):
+            try:
+                stub.Heartbeat(session, timeout=5)
+                if fetched < 2:
+                    job = decode(stub.NextJob(session, timeout=10), max_bytes=2**30)
+                    fetched += job.kind == Kind.JOB
+            except grpc.RpcError:
+                return  # the server is gone: the federation ended
+    return fetched
+
+
+def test_a_live_client_that_misses_the_deadline_is_dropped_and_own_data_clients_train(runs_dir):
+    port = free_port()
+    backend = {"round_timeout": 4, "heartbeat_seconds": 0.5, "heartbeat_timeout": 3}
+    server, holder = serve_in_thread(runs_dir, port, clients=2, rounds=2, backend=backend)
+    wait_until_listening(port)
+    stop = threading.Event()
+    slow = threading.Thread(target=laggard, args=(port, 1, stop), daemon=True)
+    slow.start()
+    own = RemoteClient(
+        f"127.0.0.1:{port}",
+        {"backend": {"device": "cpu"}, "data": {"num_clients": 1, "train_fraction": 0.3}},
+        0,
+        quiet=True,
+    )
+    assert own.run() == 2
+    server.join(timeout=120)
+    stop.set()
+    slow.join(timeout=30)
+    assert "error" not in holder, holder.get("error")
+    result = holder["result"]
+    events = {(e["round"], e["client_id"], e["kind"]): e["reason"] for e in load_events(result.run_dir)}
+    assert "missed the round deadline" in events[(0, 1, "client_failed")]
+    assert "missed the round deadline" in events[(1, 1, "client_failed")]
+    assert result.final_accuracy > 0.5  # learned from client 0's own data alone

@@ -108,7 +108,8 @@ def test_hub_assigns_ids_replaces_sessions_and_refuses_late_results():
 
 def test_clients_get_the_experiment_without_server_settings():
     config = {"data": {"name": "digits"}, "backend": {"token_file": "/secret"}, "tracking": {}, "checkpoint": {}}
-    assert client_config(config) == {"data": {"name": "digits"}}
+    config["train"] = {"lr": 0.1, "clients_per_round": 8}  # sampling stays on the server
+    assert client_config(config) == {"data": {"name": "digits"}, "train": {"lr": 0.1}}
 
 
 def test_payload_defaults_are_an_empty_wait():

@@ -354,4 +354,7 @@ def client_config(experiment: dict[str, Any] | None) -> dict[str, Any]:
     config = dict(experiment or {})
     for server_only in ("backend", "tracking", "checkpoint"):
         config.pop(server_only, None)
+    # Sampling is the server's job; a client on its own data (data.num_clients=1) must not inherit it.
+    if "train" in config:
+        config["train"] = {k: v for k, v in config["train"].items() if k != "clients_per_round"}
     return config
