@@ -134,7 +134,7 @@ class Experiment:
         SSL method's probe against the same probe on the random encoder)."""
         cfg = self.cfg
         flat = FlatModel(self.build_model())
-        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train)
+        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train, seed=cfg.seed)
         state = algorithm.init_server(flat, self.data)
         evaluator = build_evaluator(self.task, self.data, flat, cfg.eval.batch_size, cfg.eval.personalized, cfg.seed)
         return evaluator.evaluate(algorithm, state, ClientStore())
@@ -162,10 +162,11 @@ class Session:
     def __init__(self, experiment: Experiment, run_dir: Path) -> None:
         self.exp, self.cfg, self.run_dir = experiment, experiment.cfg, run_dir
         self.server = FlatModel(experiment.build_model())
-        self.algorithm = self.cfg.algorithm.resolve()(self.cfg.algorithm.params, self.cfg.train)
+        self.algorithm = self.cfg.algorithm.resolve()(self.cfg.algorithm.params, self.cfg.train, seed=self.cfg.seed)
         self.state = self.algorithm.init_server(self.server, experiment.data)
         self.clients = ClientStore()
-        self.totals = SummarySink()
+        continual = self.cfg.continual
+        self.totals = SummarySink(continual.rounds_per_task if continual is not None else None)
         self.checkpointer = Checkpointer(run_dir / "checkpoints", self.cfg.checkpoint.keep, self.cfg.checkpoint.every)
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
@@ -187,6 +188,11 @@ class Session:
         if self.checkpointer.due(round_index, self.cfg.train.rounds - 1):
             extras = {"totals": self.totals.state(), "elapsed": self.elapsed()}
             self.checkpointer.save(round_index, state, self.clients, extras)
+
+    def task_ends(self) -> frozenset[int]:
+        """The last round of each task of a class-continual run (always evaluated)."""
+        c = self.cfg.continual
+        return frozenset() if c is None else frozenset((t + 1) * c.rounds_per_task - 1 for t in range(c.tasks))
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -259,6 +265,7 @@ class Session:
             eval_every=cfg.eval.every,
             sinks=sinks,
             checkpoint=self.save_checkpoint if cfg.checkpoint.every > 0 else None,
+            eval_rounds=self.task_ends(),
         )
         try:
             self.state = federation.run(self.state, start_round)
@@ -274,6 +281,7 @@ class Session:
             dataset=cfg.data.name,
             model=cfg.model.name,
             run_dir=str(self.run_dir),
+            **self.algorithm.summary(self.state),
         )
         write_json(self.run_dir / "summary.json", summary)
         self._close(sinks, summary)

@@ -236,6 +236,17 @@ class CheckpointConfig(StrictModel):
     keep: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted (default 2)")
 
 
+class ContinualConfig(StrictModel):
+    """Class-continual learning: the classes arrive as a sequence of tasks (docs/continual.md)."""
+
+    tasks: int = Field(..., ge=1, description="number of tasks the label space is split into")
+    classes_per_task: int | None = Field(None, ge=1, description="classes in each task (default: all classes / tasks)")
+    rounds_per_task: int = Field(..., ge=1, description="federated rounds spent on each task")
+    class_order: Literal["seeded", "natural"] = Field(
+        "seeded", description="seeded: a permutation fixed by `seed`; natural: 0, 1, 2, ... (default seeded)"
+    )
+
+
 class Config(StrictModel):
     """A whole experiment. `Config()` is the default: FedAvg on digits, 10 clients."""
 
@@ -250,6 +261,9 @@ class Config(StrictModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    continual: ContinualConfig | None = Field(
+        None, description="class-continual task stream, e.g. {tasks: 5, rounds_per_task: 10} (default off)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -281,6 +295,8 @@ class Config(StrictModel):
             algo.configure_task(self.task)
         except ValueError as err:
             raise PydanticCustomError("inconsistent", "{msg}", {"msg": str(err), "subloc": "task"}) from None
+        if self.continual is not None:
+            self._continual_rounds(self.continual)
         if self.train.clients_per_round is None:
             self.train.clients_per_round = self.data.num_clients
         elif self.train.clients_per_round > self.data.num_clients:
@@ -290,6 +306,18 @@ class Config(StrictModel):
                 {"cpr": self.train.clients_per_round, "n": self.data.num_clients, "subloc": "train.clients_per_round"},
             )
         return self
+
+    def _continual_rounds(self, continual: ContinualConfig) -> None:
+        """A task stream fixes the number of rounds; an explicit, different train.rounds is a mistake."""
+        rounds = continual.tasks * continual.rounds_per_task
+        if "rounds" in self.train.model_fields_set and self.train.rounds != rounds:
+            raise PydanticCustomError(
+                "inconsistent",
+                "{r} but continual asks for {t} tasks x {rpt} rounds = {n}; drop train.rounds or make it {n}",
+                {"r": self.train.rounds, "t": continual.tasks, "rpt": continual.rounds_per_task, "n": rounds,
+                 "subloc": "train.rounds"},
+            )  # fmt: skip
+        self.train.rounds = rounds
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved config (plug-in defaults included), as plain YAML-able data."""

@@ -103,10 +103,16 @@ class ClientContext:
             return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
-    def run_sgd(self, epochs: int, after_backward: Callable[[], None] | None = None) -> float:
+    def run_sgd(
+        self,
+        epochs: int,
+        after_backward: Callable[[], None] | None = None,
+        batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> float:
         """The local training loop every method shares; returns the mean training loss.
 
-        `after_backward` may edit `self.flat.grad` in place (proximal terms, corrections).
+        `after_backward` may edit `self.flat.grad` in place (proximal terms, corrections);
+        `batch_loss(images, labels)` replaces the task's loss (e.g. a distillation term added).
         """
         model = self.model
         model.train()
@@ -116,7 +122,10 @@ class ClientContext:
         task, transform = self.task, self.data.transform
         for images, labels in self.batches(epochs):
             self.flat.zero_grad()
-            loss = task.train_loss(model, images, labels, transform, self.generator)
+            if batch_loss is None:
+                loss = task.train_loss(model, images, labels, transform, self.generator)
+            else:
+                loss = batch_loss(images, labels)
             loss.backward()
             if after_backward is not None:
                 after_backward()
@@ -142,9 +151,10 @@ class Algorithm:
     def configure_task(cls, task: Any) -> None:
         """Check (or complete) the task section for this method; raise ValueError to refuse it."""
 
-    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None) -> None:
+    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None, seed: int = 0) -> None:
         self.params = params if params is not None else self.Params()
         self.train = train if train is not None else TrainConfig()
+        self.seed = seed  # the run's seed, for server-side randomness (e.g. a generator's noise)
         self.layout: Layout | None = None
 
     # -- server side ----------------------------------------------------------------------
@@ -181,6 +191,10 @@ class Algorithm:
         """True when aggregation needs only the weighted sum of uploads: executors then stream
         results into it (one vector per round in memory, one partial sum per Ray worker)."""
         return type(self).aggregate is Algorithm.aggregate
+
+    def summary(self, state: ServerState) -> dict[str, Any]:
+        """Method-specific entries for summary.json (e.g. the cost of a server-side step)."""
+        return {}
 
     def personalized_weights(self, state: ServerState, client_state: dict[str, Any]) -> torch.Tensor | None:
         """The weights to evaluate one client with; None means the global model."""

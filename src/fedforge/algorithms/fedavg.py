@@ -1,10 +1,12 @@
 """FedAvg (McMahan et al., 2017): local SGD, then a sample-weighted average of the models.
 
-Its hooks (`receive`, `prepare`, `after_backward`, `finish`, `upload`) are how FedProx, FedBN and later
+Its hooks (`receive`, `prepare`, `batch_loss`, `after_backward`, `finish`, `upload`) are how FedProx, FedBN and later
 methods change one step without copying the rest.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -21,9 +23,10 @@ class FedAvg(Algorithm):
     def local_update(self, ctx: ClientContext, job: ClientJob) -> ClientResult:
         self.receive(ctx, job)
         self.prepare(ctx, job)
-        loss = ctx.run_sgd(self.train.local_epochs, lambda: self.after_backward(ctx, job))
+        loss = ctx.run_sgd(self.train.local_epochs, lambda: self.after_backward(ctx, job), self.batch_loss(ctx, job))
         self.finish(ctx, job)
-        return ClientResult(job.client_id, self.upload(ctx), ctx.num_samples, {"train_loss": loss, **ctx.metrics})
+        metrics = {"train_loss": loss, **ctx.metrics}
+        return ClientResult(job.client_id, self.upload(ctx), ctx.num_samples, metrics, self.upload_extras(ctx, job))
 
     # hooks
     def receive(self, ctx: ClientContext, job: ClientJob) -> None:
@@ -34,8 +37,18 @@ class FedAvg(Algorithm):
         """What the client sends back (here: its whole model)."""
         return ctx.flat.read()
 
+    def upload_extras(self, ctx: ClientContext, job: ClientJob) -> dict[str, torch.Tensor]:
+        """Tensors sent back besides the model (here: none)."""
+        return {}
+
     def prepare(self, ctx: ClientContext, job: ClientJob) -> None:
         """Runs after the global weights are loaded, before training."""
+
+    def batch_loss(
+        self, ctx: ClientContext, job: ClientJob
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The loss of one mini-batch `(images, labels)`; None keeps the task's own (here: None)."""
+        return None
 
     def after_backward(self, ctx: ClientContext, job: ClientJob) -> None:
         """Runs after each backward pass; may edit `ctx.flat.grad` in place."""

@@ -126,7 +126,7 @@ class RemoteClient:
         raw = merge(yaml.safe_load(config_yaml), self.overrides)
         cfg = build_config({**raw, "backend": {"kind": "sequential", **raw.get("backend", {})}})
         exp = Experiment(cfg)
-        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train)
+        algorithm = cfg.algorithm.resolve()(cfg.algorithm.params, cfg.train, seed=cfg.seed)
         algorithm.init_server(FlatModel(exp.build_model()), exp.data)  # index structures methods keep
         self.executor = SequentialExecutor(
             algorithm, exp.data, exp.model_factory(), cfg.train, ClientStore(), cfg.seed, exp.device, task=exp.task

@@ -60,7 +60,12 @@ class EvalMetrics:
 
 class RoundEvaluator(Protocol):
     def evaluate(
-        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+        self,
+        algorithm: Algorithm,
+        state: ServerState,
+        clients: ClientStore,
+        final: bool = False,
+        round_index: int | None = None,
     ) -> EvalMetrics: ...
 
 
@@ -71,6 +76,8 @@ def build_evaluator(
     if task.evaluation == "representation":
         assert isinstance(task, SSLTask)
         return RepresentationEvaluator(data, flat, task, batch_size, seed)
+    if data.stream is not None:
+        return ContinualEvaluator(data, flat, batch_size, personalized=False)
     return Evaluator(data, flat, batch_size, personalized)
 
 
@@ -90,7 +97,12 @@ class Evaluator:
         return self.task.outcomes(self.flat.model, images, labels, self.data.transform, self.batch_size)
 
     def evaluate(
-        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+        self,
+        algorithm: Algorithm,
+        state: ServerState,
+        clients: ClientStore,
+        final: bool = False,
+        round_index: int | None = None,
     ) -> EvalMetrics:
         src = self.data.source
         glob = self._outcomes(state.weights, src.test_x, src.test_y)
@@ -144,6 +156,39 @@ class Evaluator:
         return accuracy
 
 
+class ContinualEvaluator(Evaluator):
+    """Class-continual runs: the global model on the test samples of every class seen so far.
+
+    `accuracy` is the accuracy over all seen classes (what forgetting lowers); `extra` holds
+    each seen task's accuracy (`task_J_accuracy`), and from the second task on the accuracy
+    on the old tasks' classes and on the current task's. Clients hold only the current task,
+    so there is no personalized score."""
+
+    def evaluate(
+        self,
+        algorithm: Algorithm,
+        state: ServerState,
+        clients: ClientStore,
+        final: bool = False,
+        round_index: int | None = None,
+    ) -> EvalMetrics:
+        stream, src = self.data.stream, self.data.source
+        assert stream is not None
+        current = stream.plan.task_of(round_index) if round_index is not None else stream.plan.num_tasks - 1
+        parts = stream.test[: current + 1]
+        idx = torch.cat(parts)
+        seen = self._outcomes(state.weights, src.test_x[idx], src.test_y[idx])
+        metrics = EvalMetrics(accuracy=seen.accuracy(), loss=seen.mean_loss(), extra={"task": float(current)})
+        per_task = seen.correct.split([len(p) for p in parts])
+        for task, correct in enumerate(per_task):
+            metrics.extra[f"task_{task}_accuracy"] = float(correct.float().mean()) if len(correct) else float("nan")
+        if current > 0:
+            old = torch.cat(per_task[:current])
+            metrics.extra["old_accuracy"] = float(old.float().mean()) if len(old) else float("nan")
+            metrics.extra["new_accuracy"] = metrics.extra[f"task_{current}_accuracy"]
+        return metrics
+
+
 class RepresentationEvaluator:
     """Linear probe (the reported accuracy) and kNN accuracy of the global encoder, frozen;
     after the last round also fine-tuning on the configured label shares."""
@@ -153,7 +198,12 @@ class RepresentationEvaluator:
         self.seed = derive_seed(seed, EVAL)
 
     def evaluate(
-        self, algorithm: Algorithm, state: ServerState, clients: ClientStore, final: bool = False
+        self,
+        algorithm: Algorithm,
+        state: ServerState,
+        clients: ClientStore,
+        final: bool = False,
+        round_index: int | None = None,
     ) -> EvalMetrics:
         self.flat.load(state.weights)
         network = self.flat.model

@@ -93,7 +93,7 @@ class SequentialExecutor(Executor):
             client_id=job.client_id,
             round=job.round,
             flat=self.flat,
-            data=self.data,
+            data=self.data.at_round(job.round),  # a task stream shows only the current task's samples
             task=self.task,
             train=self.train,
             generator=torch.Generator().manual_seed(client_seed),

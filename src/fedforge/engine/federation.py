@@ -68,14 +68,17 @@ class Federation:
         eval_every: int,
         sinks: Sequence[RoundSink] = (),
         checkpoint: Callable[[int, ServerState], None] | None = None,
+        eval_rounds: frozenset[int] = frozenset(),
     ) -> None:
         self.algorithm, self.executor, self.selector = algorithm, executor, selector
         self.validator, self.evaluator, self.client_store = validator, evaluator, client_store
         self.rounds, self.eval_every, self.sinks = rounds, eval_every, list(sinks)
         self.checkpoint = checkpoint
+        self.eval_rounds = eval_rounds  # evaluated whatever eval_every says (e.g. the end of each task)
 
     def should_evaluate(self, round_index: int) -> bool:
-        return (round_index + 1) % self.eval_every == 0 or round_index == self.rounds - 1
+        every = (round_index + 1) % self.eval_every == 0
+        return every or round_index == self.rounds - 1 or round_index in self.eval_rounds
 
     def run(self, state: ServerState, start_round: int = 0) -> ServerState:
         for r in range(start_round, self.rounds):
@@ -102,7 +105,7 @@ class Federation:
         record.events += [(f.client_id, "client_failed", f.reason) for f in outcome.failures]
         if self.should_evaluate(r):
             final = r == self.rounds - 1
-            record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final)
+            record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final, r)
         record.seconds = time.perf_counter() - start
         for sink in self.sinks:
             sink.log_round(record)

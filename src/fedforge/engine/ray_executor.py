@@ -216,7 +216,7 @@ class RayExecutor(Executor):
             return
         ray = _ray()
         round_ref = ray.put((jobs, outcome.reference))  # one copy of the shared global weights per round
-        sizes = [len(self.data.client_train[job.client_id]) for job in jobs]
+        sizes = [len(self.data.at_round(job.round).client_train[job.client_id]) for job in jobs]
         attempts = [0] * len(jobs)
         calls = list(balanced_shares(sizes, list(range(len(self.workers)))).items())
         while calls:

@@ -46,6 +46,10 @@ class Layout:
         parts = [torch.arange(e.offset, e.offset + e.numel) for e in self.entries if keep(e.name)]
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
 
+    def views(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named views into `vector` (no copy): a second set of weights for `torch.func.functional_call`."""
+        return {e.name: vector[e.offset : e.offset + e.numel].view(e.shape) for e in self.entries}
+
     def to_state_dict(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         return {e.name: vector[e.offset : e.offset + e.numel].view(e.shape).clone() for e in self.entries}
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fedforge.errors import RunDirError
+from fedforge.tracking.continual import continual_markdown
 from fedforge.tracking.plots import distribution_plot, line_plot, partition_heatmap
 from fedforge.tracking.query import load_client_rounds, load_rounds, load_runs
 
@@ -154,5 +155,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
             partition_heatmap(v.histogram, path(f"partition_{v.name}.png"), f"{v.name}: {v.partition()}")
     table = markdown_table(views, target)
     figures = "\n".join(f"![{p.stem}]({p.name})" for p in report.files)
-    path("report.md").write_text(f"# fedforge report\n\n{table}\n{figures}\n")
+    continual = continual_markdown([(v.name, v.summary) for v in views])
+    path("report.md").write_text(f"# fedforge report\n\n{table}\n{continual}\n{figures}\n")
     return report

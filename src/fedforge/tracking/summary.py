@@ -7,10 +7,15 @@ from typing import Any
 
 from fedforge.engine.evaluation import mean_of
 from fedforge.engine.federation import RoundRecord
+from fedforge.tracking.continual import continual_summary
 
 
 class SummarySink:
-    def __init__(self) -> None:
+    def __init__(self, rounds_per_task: int | None = None) -> None:
+        self.rounds_per_task = rounds_per_task  # class-continual runs: one accuracy-matrix row per task
+        self.task_rows: list[list[float]] = []
+        self.task_seen: list[float] = []
+        self.task_old: float | None = None
         self.final_accuracy: float | None = None
         self.best_accuracy: float | None = None
         self.final_loss: float | None = None
@@ -38,6 +43,15 @@ class SummarySink:
             self.final_worst10 = record.eval.personalized_worst10
             self.final_domains = record.eval.domain_accuracy
             self.final_metrics = dict(record.eval.extra)
+            if self.rounds_per_task is not None and (record.round + 1) % self.rounds_per_task == 0:
+                self._task_end(record.eval.accuracy, record.eval.extra)
+
+    def _task_end(self, seen: float, extra: dict[str, float]) -> None:
+        task = int(extra["task"])
+        del self.task_rows[task:], self.task_seen[task:]  # a resumed run may log a task end again
+        self.task_rows.append([extra[f"task_{j}_accuracy"] for j in range(task + 1)])
+        self.task_seen.append(seen)
+        self.task_old = extra.get("old_accuracy")
 
     def state(self) -> dict[str, Any]:
         """Everything accumulated so far (saved in checkpoints)."""
@@ -61,5 +75,10 @@ class SummarySink:
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
             "rejected_updates": self.rejected,
+            **(
+                {"continual": continual_summary(self.task_rows, self.task_seen, self.task_old)}
+                if self.rounds_per_task is not None
+                else {}
+            ),
             **extra,
         }
