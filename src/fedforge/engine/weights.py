@@ -54,6 +54,15 @@ class Layout:
         return {e.name: vector[e.offset : e.offset + e.numel].view(e.shape).clone() for e in self.entries}
 
 
+ALIGN = 16  # floats: every tensor starts on a 64-byte boundary in the flat vector
+
+
+def aligned(offset: int) -> int:
+    """`offset` rounded up to ALIGN. CUDA kernels (cuDNN's BatchNorm, vectorized loads) fault on
+    tensors that start at an odd address, e.g. a buffer right after a 10-element bias."""
+    return -(-offset // ALIGN) * ALIGN
+
+
 class FlatModel:
     """Rebinds `model`'s parameters, gradients and float buffers to views of flat tensors."""
 
@@ -64,14 +73,19 @@ class FlatModel:
             if t.dtype != torch.float32:
                 raise TypeError(f"flat weights need float32 tensors; '{name}' is {t.dtype}")
         device = params[0][1].device if params else torch.device("cpu")
-        num_params = sum(p.numel() for _, p in params)
         entries, offset = [], 0
-        for name, t in params + buffers:
-            entries.append(Entry(name, offset, tuple(t.shape), is_param=offset < num_params))
+        for name, t in params:
+            offset = aligned(offset)
+            entries.append(Entry(name, offset, tuple(t.shape), is_param=True))
+            offset += t.numel()
+        num_params = offset
+        for name, t in buffers:
+            offset = aligned(offset)
+            entries.append(Entry(name, offset, tuple(t.shape), is_param=False))
             offset += t.numel()
         self.layout = Layout(tuple(entries), num_params, offset)
         self.model = model
-        self.vector = torch.empty(offset, dtype=torch.float32, device=device)
+        self.vector = torch.zeros(offset, dtype=torch.float32, device=device)  # the alignment gaps stay 0
         self.grad = torch.zeros(num_params, dtype=torch.float32, device=device)
         with torch.no_grad():
             for entry, (name, t) in zip(entries, params + buffers, strict=True):
