@@ -2,6 +2,8 @@
 
     python benchmarks/continual.py CONFIG [--methods finetune fedlwf target] [--seeds 0 1 2] [key=value ...]
 
+(key=value overrides may stand anywhere on the line.)
+
 Every method runs the config's stream (same partitions per seed, same model, same local
 training settings); only `algorithm.name` changes (method-specific keys of the config's
 algorithm section are kept only for the method it names). Prints, per method, the mean
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 
 from fedforge.api import resolve_config, run
@@ -41,9 +44,9 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--methods", nargs="+", default=["finetune", "fedprox", "fedewc", "fedlwf", "target"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args()
-    extra = dict(item.split("=", 1) for item in args.overrides)
+    argv = sys.argv[1:]
+    extra = dict(item.split("=", 1) for item in argv if "=" in item and not item.startswith("-"))
+    args = parser.parse_args([item for item in argv if "=" not in item or item.startswith("-")])
     rows = []
     with tempfile.TemporaryDirectory() as runs:
         for method in args.methods:
