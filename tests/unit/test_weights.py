@@ -92,3 +92,24 @@ def test_flat_sgd_produces_exactly_torch_sgd_weights(momentum, weight_decay):
     )
     flat = trained(lambda f: FlatSGD(f, lr=0.1, momentum=momentum, weight_decay=weight_decay))
     assert torch.equal(flat, reference)
+
+
+def test_every_tensor_starts_aligned_and_the_gaps_stay_zero():
+    model = nn.Sequential(nn.Linear(3, 10), nn.BatchNorm1d(10), nn.Linear(10, 5))  # sizes that are not multiples of 16
+    flat = FlatModel(model)
+    assert all(e.offset % 16 == 0 for e in flat.layout.entries)
+    for entry in flat.layout.entries:
+        tensor = dict(model.named_parameters()).get(entry.name)
+        if tensor is None:
+            owner, _, attr = entry.name.rpartition(".")
+            tensor = getattr(model.get_submodule(owner), attr)
+        assert tensor.data_ptr() % 64 == 0  # what CUDA kernels need; misaligned buffers faulted on a GPU
+    used = torch.zeros(flat.layout.size, dtype=torch.bool)
+    for e in flat.layout.entries:
+        used[e.offset : e.offset + e.numel] = True
+    optimizer = FlatSGD(flat, lr=0.1, momentum=0.9, weight_decay=0.01)
+    for _ in range(3):
+        flat.zero_grad()
+        model(torch.randn(8, 3)).square().mean().backward()
+        optimizer.step()
+    assert torch.count_nonzero(flat.vector[~used]) == 0
