@@ -343,3 +343,33 @@ def test_a_live_client_that_misses_the_deadline_is_dropped_and_own_data_clients_
     assert "missed the round deadline" in events[(0, 1, "client_failed")]
     assert "missed the round deadline" in events[(1, 1, "client_failed")]
     assert result.final_accuracy > 0.5  # learned from client 0's own data alone
+
+
+def test_a_class_continual_target_run_over_grpc_matches_the_simulation(runs_dir):
+    """Clients rebuild the task stream from the server's config; teacher and uint8 synthetic set travel as extras."""
+    stream = {
+        "continual": {"tasks": 2, "rounds_per_task": 2, "classes_per_task": 2},
+        "algorithm": {"name": "target", "synthesis_rounds": 3, "warmup": 1, "generator_steps": 5, "student_steps": 3},
+        "eval": {"personalized": False},
+    }
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir, port, clients=2, rounds=4, **stream)
+    wait_until_listening(port)
+    clients = [honest_client(port, cid) for cid in (0, 1)]
+    server.join(timeout=180)
+    assert "error" not in holder, holder.get("error")
+    served = holder["result"].summary
+    simulated = fedforge.run(
+        quiet=True,
+        data={"num_clients": 2},
+        train={"rounds": 4, "local_epochs": 1},
+        tracking={"runs_dir": str(runs_dir)},
+        backend={"device": "cpu"},
+        **stream,
+    ).summary
+    assert [len(row) for row in served["continual"]["accuracy_matrix"]] == [1, 2]
+    for got, want in zip(served["continual"]["seen_accuracy"], simulated["continual"]["seen_accuracy"], strict=True):
+        assert abs(got - want) <= 0.01
+    assert served["synthesis"][0]["synthetic_images"] == 3 * 128
+    for thread in clients:
+        thread.join(timeout=30)

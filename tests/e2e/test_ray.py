@@ -49,6 +49,24 @@ def final_weights(result):
 RAY = {"kind": "ray", "num_workers": 2}
 
 
+STREAM = {
+    "continual": {"tasks": 2, "rounds_per_task": 2, "classes_per_task": 2},
+    "data": {"local_test_fraction": 0.0},
+    "train": {"local_epochs": 1},
+}
+TINY_SYNTHESIS = {"synthesis_rounds": 3, "warmup": 1, "generator_steps": 5, "student_steps": 3, "generator_width": 8}
+
+
+@pytest.mark.parametrize("algorithm", [{"name": "target", **TINY_SYNTHESIS}, {"name": "fedewc"}])
+def test_class_continual_methods_on_ray_match_sequential(runs_dir, algorithm):
+    """Workers see each round's task shard; the teacher, synthetic set and Fisher travel as extras."""
+    config = {"tracking": {"runs_dir": str(runs_dir)}, "backend": {"device": "cpu"}, "algorithm": algorithm, **STREAM}
+    seq = fedforge.run(quiet=True, **config)
+    par = fedforge.run(quiet=True, **{**config, "backend": {"device": "cpu", **RAY}})
+    assert torch.equal(final_weights(par), final_weights(seq))
+    assert par.summary["continual"] == seq.summary["continual"]
+
+
 @pytest.mark.parametrize("method", ["fedavg", "fedbn", "fedprox"])
 def test_ray_ends_with_the_sequential_weights(runs_dir, method):
     seq = run(runs_dir, {}, algorithm={"name": method})
