@@ -81,6 +81,17 @@ def _print_result(result) -> None:
     if s.get("final_domain_accuracy"):
         per_domain = ", ".join(f"{k} {v:.4f}" for k, v in s["final_domain_accuracy"].items())
         out.print(f"domain accuracy: mean {s['final_domain_mean_accuracy']:.4f} ({per_domain})")
+    if s.get("continual"):
+        c = s["continual"]
+        out.print(
+            f"class-continual: average accuracy {_num(c['average_accuracy'])}, old-class accuracy "
+            f"{_num(c['final_old_accuracy'])}, forgetting {_num(c['forgetting'])} over {len(c['seen_accuracy'])} tasks"
+        )
+    for step in s.get("synthesis", []):
+        out.print(
+            f"synthesis after task {step['task']}: {step['seconds']:.1f} s, {step['synthetic_images']} images, "
+            f"teacher agreement {step['teacher_agreement']:.3f}"
+        )
 
 
 def _num(x: float | None, digits: int = 4) -> str:

@@ -35,6 +35,19 @@ def test_run_prints_run_directory_and_final_accuracy(runs_dir):
     assert proc.stderr == ""  # --quiet: no progress bar
 
 
+def test_a_continual_run_prints_its_scores_and_synthesis_cost(runs_dir):
+    tiny = ["continual.tasks=2", "continual.rounds_per_task=2", "algorithm.synthesis_rounds=2", "algorithm.warmup=1",
+            "algorithm.generator_steps=3", "algorithm.student_steps=2", "train.local_epochs=1"]  # fmt: skip
+    proc = fedforge("run", "configs/digits_continual_target.yaml", *tiny, f"tracking.runs_dir={runs_dir}", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(
+        (Path(proc.stdout.splitlines()[0].removeprefix("run directory: ")) / "summary.json").read_text()
+    )
+    c = summary["continual"]
+    assert f"average accuracy {c['average_accuracy']:.4f}" in proc.stdout and "over 2 tasks" in proc.stdout
+    assert f"synthesis after task 0: {summary['synthesis'][0]['seconds']:.1f} s, 256 images" in proc.stdout
+
+
 def test_progress_bar_shows_round_and_accuracy(runs_dir):
     proc = fedforge("run", "train.rounds=2", "train.local_epochs=1", f"tracking.runs_dir={runs_dir}")
     assert proc.returncode == 0
