@@ -123,3 +123,12 @@ def test_client_training_is_seeded_by_round_and_client():
     b = ex.run_one(ClientJob(2, 5, state.weights)).weights
     c = ex.run_one(ClientJob(2, 6, state.weights)).weights
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_job_moves_to_the_executor_device_without_copying_in_place():
+    job = ClientJob(3, 1, torch.zeros(4), {"teacher": torch.ones(4), "note": "kept"})
+    same = job.to(torch.device("cpu"))
+    assert same.weights is job.weights and same.extras["teacher"] is job.extras["teacher"]
+    moved = job.to(torch.device("meta"))  # stands in for a GPU: every tensor goes, other values stay
+    assert moved.weights.device.type == "meta" and moved.extras["teacher"].device.type == "meta"
+    assert moved.extras["note"] == "kept" and (moved.client_id, moved.round) == (3, 1)

@@ -42,6 +42,12 @@ class ClientJob:
     weights: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def to(self, device: torch.device) -> ClientJob:
+        """This job with its tensors on `device` (a no-op where they are already): a job decoded
+        from the network or shipped to a GPU worker arrives on the CPU."""
+        extras = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
+        return ClientJob(self.client_id, self.round, self.weights.to(device), extras)
+
 
 @dataclass
 class ClientResult:

@@ -90,7 +90,8 @@ class Target(FedLwF):
         state = super().end_task(state, task)
         teacher = FlatModel(copy.deepcopy(self.server_model))
         teacher.load(state.weights)
-        device = state.weights.device
+        # Synthesize where the server's model lives; results gathered over the network sit on the CPU.
+        device = teacher.vector.device
         student = fresh_copy(self.server_model, derive_seed(self.seed, SYNTHESIS, task, 1))
         result = Synthesizer(
             teacher.model,
@@ -111,7 +112,8 @@ class Target(FedLwF):
             "teacher_agreement": round(result.agreement, 4),
         }
         log = [*(entry for entry in state.extras.get("synthesis", []) if entry["task"] != task), cost]
-        return ServerState(state.weights, {**state.extras, "synthetic": result.images.to(device), "synthesis": log})
+        synthetic = result.images.to(state.weights.device)
+        return ServerState(state.weights, {**state.extras, "synthetic": synthetic, "synthesis": log})
 
     def job_extras(self, state: ServerState) -> dict[str, Any]:
         extras = super().job_extras(state)
