@@ -191,8 +191,10 @@ class Session:
 
     def task_ends(self) -> frozenset[int]:
         """The last round of each task of a class-continual run (always evaluated)."""
-        c = self.cfg.continual
-        return frozenset() if c is None else frozenset((t + 1) * c.rounds_per_task - 1 for t in range(c.tasks))
+        stream = self.exp.data.stream
+        if stream is None:
+            return frozenset()
+        return frozenset(r for r in range(self.cfg.train.rounds) if stream.plan.is_task_end(r))
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started

@@ -154,9 +154,9 @@ def test_the_generator_makes_images_of_the_dataset_shape(shape):
 def test_synthesis_is_seeded_and_returns_uint8_images_of_the_budget_size():
     exp = experiment()
     teacher = exp.build_model().eval()
-    budget = SynthesisBudget(rounds=3, batch_size=8, generator_steps=2, warmup=1, student_steps=2, latent_dim=8,
-                             generator_width=4, lr_generator=1e-3, lr_latent=1e-2, ce_weight=1, bn_weight=1,
-                             adv_weight=1, student_temperature=20, student_lr=0.1)  # fmt: skip
+    budget = SynthesisBudget(synthesis_rounds=3, synthesis_batch_size=8, generator_steps=2, warmup=1,
+                             student_steps=2, latent_dim=8, generator_width=4, ce_weight=1, bn_weight=1,
+                             student_lr=0.1)  # fmt: skip
 
     def synthesize():
         return Synthesizer(teacher, fresh_copy(teacher, 1), [3, 7], exp.data.input_shape, exp.data.transform,

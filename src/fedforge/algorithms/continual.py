@@ -96,9 +96,8 @@ class Finetune(FedAvg):
 
     def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
         new = super().apply_mean(state, mean, round_index)
-        task = self.plan.task_of(round_index)
-        if self.plan.is_task_end(round_index) and task < self.plan.num_tasks - 1:
-            new = self.end_task(new, task)
+        if self.plan.hands_over(round_index):
+            new = self.end_task(new, self.plan.task_of(round_index))
         return new
 
     def end_task(self, state: ServerState, task: int) -> ServerState:

@@ -72,10 +72,7 @@ class FedEWC(Finetune):
         ctx.flat.grad.addcmul_(fisher, ctx.flat.params() - anchor, value=self.params.ewc_lambda)
 
     def upload_extras(self, ctx: ClientContext, job: ClientJob) -> dict[str, torch.Tensor]:
-        plan = client_plan(ctx)
-        if plan.is_task_end(job.round) and plan.task_of(job.round) < plan.num_tasks - 1:
-            return {"fisher": self.fisher(ctx)}
-        return {}
+        return {"fisher": self.fisher(ctx)} if client_plan(ctx).hands_over(job.round) else {}
 
     def fisher(self, ctx: ClientContext) -> torch.Tensor:
         """The diagonal empirical Fisher of the trained local model on this task's data: the mean

@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from fedforge.data.transforms import BatchTransform, random_crop, random_hflip
+from fedforge.plugins import StrictModel
 
 
 class Generator(nn.Module):
@@ -90,22 +92,25 @@ def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     return F.kl_div(log_student, soft_teacher, reduction="none").sum(dim=1) * temperature**2
 
 
-@dataclass
-class SynthesisBudget:
-    rounds: int  # synthetic batches made; the synthetic set has rounds * batch_size images
-    batch_size: int
-    generator_steps: int  # optimizer steps per batch (generator and its latent codes)
-    warmup: int  # batches before the adversarial term and the student's distillation start
-    student_steps: int  # distillation steps of the student after each batch (after warm-up)
-    latent_dim: int
-    generator_width: int
-    lr_generator: float
-    lr_latent: float
-    ce_weight: float
-    bn_weight: float
-    adv_weight: float
-    student_temperature: float
-    student_lr: float
+class SynthesisBudget(StrictModel):
+    """The generator step's settings and cost; a method's Params extend it (TARGET's do)."""
+
+    synthesis_rounds: int = Field(
+        20, ge=1, description="synthetic batches made after each task; set size = rounds x batch (default 20)"
+    )
+    synthesis_batch_size: int = Field(128, ge=1, description="images per synthetic batch (default 128)")
+    generator_steps: int = Field(50, ge=1, description="generator steps per synthetic batch (default 50)")
+    warmup: int = Field(5, ge=0, description="batches before the adversarial term and student start (default 5)")
+    student_steps: int = Field(50, ge=0, description="student distillation steps per batch after warm-up (default 50)")
+    latent_dim: int = Field(256, ge=1, description="generator noise dimension (default 256)")
+    generator_width: int = Field(64, ge=1, description="generator channels (default 64)")
+    lr_generator: float = Field(1e-3, gt=0, description="generator Adam learning rate (default 1e-3)")
+    lr_latent: float = Field(0.01, gt=0, description="latent codes' Adam learning rate (default 0.01)")
+    ce_weight: float = Field(0.5, ge=0, description="weight of L_CE in the generator loss (default 0.5)")
+    bn_weight: float = Field(10.0, ge=0, description="weight of L_BN, BN-statistics matching (default 10)")
+    adv_weight: float = Field(1.0, ge=0, description="weight of L_adv, the boundary term (default 1)")
+    student_temperature: float = Field(20.0, gt=0, description="server student's KD temperature (default 20)")
+    student_lr: float = Field(0.2, gt=0, description="server student's SGD learning rate (default 0.2)")
 
 
 @dataclass
@@ -153,7 +158,7 @@ class Synthesizer:
         pool: list[torch.Tensor] = []
         agreement = float("nan")
         try:
-            for index in range(b.rounds):
+            for index in range(b.synthesis_rounds):
                 adversarial = index >= b.warmup
                 batch, agreement = self.synthesize_batch(bn, gen_opt, adversarial)
                 pool.append(batch)
@@ -169,8 +174,10 @@ class Synthesizer:
         """One batch: fresh latent codes and labels, `generator_steps` steps on L_gen; keeps the
         images with the lowest loss (as uint8)."""
         b = self.budget
-        z = torch.randn(b.batch_size, b.latent_dim, generator=self.rng).to(self.device).requires_grad_(True)
-        labels = self.classes[torch.randint(len(self.classes), (b.batch_size,), generator=self.rng).to(self.device)]
+        z = torch.randn(b.synthesis_batch_size, b.latent_dim, generator=self.rng).to(self.device).requires_grad_(True)
+        labels = self.classes[
+            torch.randint(len(self.classes), (b.synthesis_batch_size,), generator=self.rng).to(self.device)
+        ]
         z_opt = torch.optim.Adam([z], lr=b.lr_latent, betas=(0.5, 0.999))
         best, best_loss, agreement = None, math.inf, 0.0
         self.student.eval()
@@ -201,7 +208,9 @@ class Synthesizer:
         """The student follows the teacher on the synthetic set (KL at `student_temperature`)."""
         b = self.budget
         for _ in range(b.student_steps):
-            idx = torch.randint(len(pool), (min(b.batch_size, len(pool)),), generator=self.rng).to(self.device)
+            idx = torch.randint(len(pool), (min(b.synthesis_batch_size, len(pool)),), generator=self.rng).to(
+                self.device
+            )
             inputs = self.transform(pool[idx], self.rng)
             with torch.no_grad():
                 t_out = self.teacher(inputs)

@@ -23,50 +23,17 @@ from fedforge.algorithms.fedlwf import FedLwF
 from fedforge.algorithms.synthesis import SynthesisBudget, Synthesizer, fresh_copy
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.weights import FlatModel
-from fedforge.plugins import StrictModel
 from fedforge.seeding import SYNTHESIS, derive_seed, torch_generator
 
 
-class TargetParams(StrictModel):
+class TargetParams(SynthesisBudget):
+    """The client's distillation settings; the server's synthesis settings come from SynthesisBudget."""
+
     kd_weight: float = Field(25.0, ge=0, description="weight of the client's distillation term (default 25)")
     temperature: float = Field(2.0, gt=0, description="client distillation temperature (default 2)")
     synthetic_batch_size: int | None = Field(
         None, ge=1, description="synthetic images per local step (default train.batch_size)"
     )
-    synthesis_rounds: int = Field(
-        20, ge=1, description="synthetic batches made after each task; set size = rounds x batch (default 20)"
-    )
-    synthesis_batch_size: int = Field(128, ge=1, description="images per synthetic batch (default 128)")
-    generator_steps: int = Field(50, ge=1, description="generator steps per synthetic batch (default 50)")
-    warmup: int = Field(5, ge=0, description="batches before the adversarial term and student start (default 5)")
-    student_steps: int = Field(50, ge=0, description="student distillation steps per batch after warm-up (default 50)")
-    latent_dim: int = Field(256, ge=1, description="generator noise dimension (default 256)")
-    generator_width: int = Field(64, ge=1, description="generator channels (default 64)")
-    lr_generator: float = Field(1e-3, gt=0, description="generator Adam learning rate (default 1e-3)")
-    lr_latent: float = Field(0.01, gt=0, description="latent codes' Adam learning rate (default 0.01)")
-    ce_weight: float = Field(0.5, ge=0, description="weight of L_CE in the generator loss (default 0.5)")
-    bn_weight: float = Field(10.0, ge=0, description="weight of L_BN, BN-statistics matching (default 10)")
-    adv_weight: float = Field(1.0, ge=0, description="weight of L_adv, the boundary term (default 1)")
-    student_temperature: float = Field(20.0, gt=0, description="server student's KD temperature (default 20)")
-    student_lr: float = Field(0.2, gt=0, description="server student's SGD learning rate (default 0.2)")
-
-    def budget(self) -> SynthesisBudget:
-        return SynthesisBudget(
-            rounds=self.synthesis_rounds,
-            batch_size=self.synthesis_batch_size,
-            generator_steps=self.generator_steps,
-            warmup=self.warmup,
-            student_steps=self.student_steps,
-            latent_dim=self.latent_dim,
-            generator_width=self.generator_width,
-            lr_generator=self.lr_generator,
-            lr_latent=self.lr_latent,
-            ce_weight=self.ce_weight,
-            bn_weight=self.bn_weight,
-            adv_weight=self.adv_weight,
-            student_temperature=self.student_temperature,
-            student_lr=self.student_lr,
-        )
 
 
 @register("target")
@@ -99,7 +66,7 @@ class Target(FedLwF):
             self.plan.seen_classes(task),
             self.image_shape,
             self.transform,
-            self.params.budget(),
+            self.params,
             torch_generator(self.seed, SYNTHESIS, task),
             device,
         ).run()

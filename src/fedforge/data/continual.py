@@ -32,6 +32,10 @@ class TaskPlan:
     def is_task_end(self, round_index: int) -> bool:
         return (round_index + 1) % self.rounds_per_task == 0
 
+    def hands_over(self, round_index: int) -> bool:
+        """The last round of a task that another task follows: when methods save what the next task needs."""
+        return self.is_task_end(round_index) and self.task_of(round_index) < self.num_tasks - 1
+
     def seen_classes(self, task: int) -> list[int]:
         """Every class of tasks 0..task."""
         return [c for t in range(task + 1) for c in self.classes[t]]
