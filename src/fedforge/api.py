@@ -258,7 +258,9 @@ class Session:
             selector=ClientSelector(
                 cfg.data.num_clients, cfg.train.clients_per_round, cfg.seed, cfg.train.dropout_rate
             ),
-            validator=UpdateValidator(cfg.validation.max_update_norm),
+            validator=UpdateValidator(
+                cfg.validation.max_update_norm, cfg.validation.max_update_ratio, max_samples=executor.max_samples
+            ),
             evaluator=build_evaluator(
                 exp.task, exp.data, self.server, cfg.eval.batch_size, cfg.eval.personalized, cfg.seed
             ),

@@ -186,6 +186,12 @@ class ValidationConfig(StrictModel):
     max_update_norm: float | None = Field(
         None, gt=0, description="reject updates whose L2 distance to the global model exceeds this"
     )
+    max_update_ratio: float | None = Field(
+        100.0,
+        gt=0,
+        description="reject updates farther from the global model than this many times its L2 norm (at least 1): "
+        "absurd magnitudes never reach the mean (default 100; null disables)",
+    )
 
 
 class BackendConfig(PluginConfig):

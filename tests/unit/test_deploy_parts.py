@@ -60,6 +60,10 @@ def header(*specs, **fields):
         ([header(("weights", "object", [1]))], "unknown dtype 'object'"),
         ([header(("weights", "float32", [-1]))], "negative dimension"),
         ([header(("weights", "float32", [10**9]))], "more than 1048576 bytes"),
+        ([header(("weights", "float32", [0, 2**62, 2**62]))], "more than 1048576 bytes"),  # overflowing shape
+        ([header(("weights", "float32", [1] * 9))], "at most 8"),
+        ([header(("w", "float32", [1]), ("w", "float32", [1]))], "unique"),
+        ([header(metrics={f"m{i}": 0.0 for i in range(300)})], "at most 256 metrics"),
         ([header(), header()], "a second header"),
     ],
 )
@@ -80,12 +84,15 @@ def test_token_book_shared_and_per_client(tmp_path):
     assert read_token(str(client_file)) == "two-only"
     with pytest.raises(ConfigError, match="does not exist"):
         TokenBook.load(str(tmp_path / "missing"))
+    (tmp_path / "blank").write_text("0:\n")
+    with pytest.raises(ConfigError, match="line 1.*empty token"):
+        TokenBook.load(str(tmp_path / "blank"))
     (tmp_path / "empty").write_text("# nothing\n")
     with pytest.raises(ConfigError, match="holds no token"):
         TokenBook.load(str(tmp_path / "empty"))
 
 
-def test_hub_assigns_ids_replaces_sessions_and_refuses_late_results():
+def test_hub_assigns_ids_unambiguously_and_refuses_late_results():
     hub = ClientHub(num_clients=2, heartbeat_timeout=10)
     first = hub.join(-1, None)
     second = hub.join(-1, None)
@@ -94,16 +101,53 @@ def test_hub_assigns_ids_replaces_sessions_and_refuses_late_results():
         hub.join(-1, None)
     with pytest.raises(PermissionError):
         hub.join(0, {1})
-    again = hub.join(0, None)  # a reconnect: the old session is forgotten
+    with pytest.raises(ValueError, match="held by a live session"):  # a second process claiming a live id
+        hub.join(0, None)
+    again = hub.join(0, None, previous=first.session)  # a reconnect proves the id is its own
     assert again.session != first.session and hub.touch(first.session) is None
     hub.dispatch([ClientJob(0, 4, torch.zeros(2))])
-    assert hub.next_job(again.session, wait=0).kind == Kind.JOB
+    poll = hub.start_poll(again.session)
+    assert hub.take_job(again.session, poll).kind == Kind.JOB
     result = ClientResult(0, torch.zeros(2), 1)
     assert "round 3" in hub.submit(again.session, 0, 3, result)  # not the open round
     assert hub.submit(again.session, 0, 4, result) == ""
     assert "late or duplicate" in hub.submit(again.session, 0, 4, result)
     hub.finish()
-    assert hub.next_job(second.session, wait=0).kind == Kind.DONE
+    assert hub.take_job(second.session, hub.start_poll(second.session)).kind == Kind.DONE
+
+
+def test_a_dead_session_frees_its_id_and_only_the_newest_poll_waits():
+    hub = ClientHub(num_clients=1, heartbeat_timeout=10)
+    old = hub.join(-1, None)
+    hub.clients[0].last_seen -= 60  # silent for a minute
+    new = hub.join(0, None)  # an operator restarting the client process
+    assert new.client_id == 0 and hub.touch(old.session) is None
+    stale, fresh = hub.start_poll(new.session), hub.start_poll(new.session)
+    assert hub.take_job(new.session, stale).kind == Kind.WAIT  # an older NextJob steps aside
+    assert hub.take_job(new.session, fresh) is None  # the newest one keeps waiting
+
+
+def test_uploads_are_admitted_before_any_byte_is_read():
+    hub = ClientHub(num_clients=2, heartbeat_timeout=10, inflight_budget=3000, upload_limit=lambda sent: 2 * sent)
+    a, b = hub.join(0, None), hub.join(1, None)
+    assert "no job of round 0" in hub.open_upload(a.session, 0)[1]  # not selected: refused, nothing allocated
+    hub.dispatch([ClientJob(0, 0, torch.zeros(100)), ClientJob(1, 0, torch.zeros(100))])
+    limit, refused = hub.open_upload(a.session, 0)
+    assert (limit, refused) == (2 * 400, "")
+    assert "already uploading" in hub.open_upload(a.session, 0)[1]  # one stream per client
+    hub.inflight_budget = 1000
+    assert "too many uploads at once" in hub.open_upload(b.session, 0)[1]
+    hub.close_upload(a.session, limit)
+    assert hub.open_upload(b.session, 0) == (800, "")
+
+
+def test_a_result_that_fails_the_rounds_screen_is_refused_and_recorded_as_rejected():
+    hub = ClientHub(num_clients=1, heartbeat_timeout=10)
+    conn = hub.join(0, None)
+    hub.dispatch([ClientJob(0, 0, torch.zeros(2))])
+    hub.screen = lambda result: "num_samples too large" if result.num_samples > 10 else None
+    assert hub.submit(conn.session, 0, 0, ClientResult(0, torch.zeros(2), 10**9)) == "num_samples too large"
+    assert hub.results[0].reason == "num_samples too large"
 
 
 def test_clients_get_the_experiment_without_server_settings():

@@ -29,6 +29,7 @@ from fedforge.engine.weights import FlatModel
 from fedforge.errors import FedforgeError
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
+HELD = "held by a live session"  # the server's word for an id another live session holds
 
 
 class JoinRefused(FedforgeError):
@@ -53,6 +54,8 @@ class RemoteClient:
         compression: str = "none",
     ) -> None:
         self.server, self.overrides, self.requested_id = server, overrides or {}, client_id
+        self.chosen_id = client_id >= 0  # an id given by the operator is kept; one the server picked may change
+        self.previous_session = ""  # proves, on a reconnect, that the id is this client's
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.ca = Path(ca).read_bytes() if ca else None
         self.max_download = int(max_download_mb * 2**20)
@@ -83,6 +86,10 @@ class RemoteClient:
                 last_contact = time.monotonic()
             except grpc.RpcError as err:
                 code = err.code()
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED and HELD in (err.details() or ""):
+                    if not self.chosen_id:  # our old id went to another client while we were away
+                        self.requested_id, self.previous_session = -1, ""
+                    code = grpc.StatusCode.UNAVAILABLE  # an operator's id: wait until its old session expires
                 if code not in RETRYABLE:
                     raise JoinRefused(f"{self.server} refused this client: {code.name}: {err.details()}") from None
                 if time.monotonic() - last_contact > self.retry_seconds:
@@ -92,15 +99,18 @@ class RemoteClient:
 
     def session(self, stub: rpc.FederationStub) -> bool:
         """One session: join, then jobs until DONE (True) or until the server forgets us (False)."""
-        reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=self.requested_id), metadata=self.metadata)
-        self.requested_id = reply.client_id  # a reconnect rejoins as the same client
-        if self.executor is None:
-            self.prepare(reply.config_yaml)
-        self.log(f"joined {self.server} as client {reply.client_id}")
+        request = pb.JoinRequest(protocol=PROTOCOL, client_id=self.requested_id, session=self.previous_session)
+        reply = stub.Join(request, metadata=self.metadata, timeout=30)
+        self.requested_id, self.previous_session = reply.client_id, reply.session  # a reconnect rejoins as us
+        # Heartbeat from the moment of joining: rebuilding the experiment can take a minute on a busy
+        # machine, and a silent client would be declared dead and its id handed to another.
         stop = threading.Event()
         beat = threading.Thread(target=self.heartbeat, args=(stub, reply, stop), daemon=True)
         beat.start()
         try:
+            if self.executor is None:
+                self.prepare(reply.config_yaml)
+            self.log(f"joined {self.server} as client {reply.client_id}")
             while True:
                 job = decode(
                     stub.NextJob(pb.SessionRef(session=reply.session), metadata=self.metadata), self.max_download

@@ -1,7 +1,9 @@
 """Jobs and results on the wire: a header, then raw little-endian tensor bytes in chunks.
 
 Nothing is pickled: a peer's bytes only ever become numbers, checked against the sizes the
-header declares (and a size limit) before any memory is allocated for them.
+header declares (and a size limit); memory grows only as the bytes arrive. Headers are bounded
+too (tensor count, dimensions, metric count, name lengths), since their contents reach the run
+store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fedforge.errors import FedforgeError
 
 PROTOCOL = 1
 CHUNK_BYTES = 1 << 20  # well under gRPC's 4 MiB message limit
+MAX_MESSAGE_BYTES = CHUNK_BYTES + (1 << 20)  # one chunk plus a header: larger messages are refused by gRPC
+MAX_TENSORS, MAX_DIMS, MAX_METRICS, MAX_NAME, MAX_ERROR = 1024, 8, 256, 256, 4096
 DTYPES: dict[str, tuple[torch.dtype, str]] = {  # wire name: (torch dtype, little-endian numpy dtype)
     "float32": (torch.float32, "<f4"),
     "float64": (torch.float64, "<f8"),
@@ -72,52 +76,85 @@ def encode(payload: Payload) -> Iterator[pb.Chunk]:
             yield pb.Chunk(data=bytes(view[start : start + CHUNK_BYTES]))
 
 
+class PayloadReader:
+    """One payload read as it arrives: the header is checked first, then memory grows only with
+    the bytes actually received (a header that declares a gigabyte costs nothing until they come)."""
+
+    def __init__(self, first: pb.Chunk | None, max_bytes: int) -> None:
+        if first is None or first.WhichOneof("part") != "header":
+            raise MalformedPayload("the stream does not start with a header")
+        self.header = header = first.header
+        check_header(header)
+        self.specs: list[tuple[pb.TensorSpec, int, int]] = []
+        total = 0
+        for spec in header.tensors:
+            if spec.dtype not in DTYPES:
+                raise MalformedPayload(f"tensor '{spec.name[:64]}' has unknown dtype '{spec.dtype[:32]}'")
+            if len(spec.shape) > MAX_DIMS or any(dim < 0 for dim in spec.shape):
+                raise MalformedPayload(
+                    f"tensor '{spec.name[:64]}' has shape {list(spec.shape)[:MAX_DIMS + 1]}: at most {MAX_DIMS} "
+                    "non-negative dimensions"
+                )
+            itemsize = np.dtype(DTYPES[spec.dtype][1]).itemsize
+            # Zero-sized dimensions must not hide absurd others (torch overflows computing strides).
+            if math.prod(max(dim, 1) for dim in spec.shape) * itemsize > max(max_bytes, itemsize):
+                raise MalformedPayload(f"the payload declares more than {max_bytes} bytes (the server's limit)")
+            nbytes = math.prod(spec.shape) * itemsize
+            self.specs.append((spec, total, nbytes))
+            total += nbytes
+            if total > max_bytes:
+                raise MalformedPayload(f"the payload declares more than {max_bytes} bytes (the server's limit)")
+        self.total = total
+        self.buffer = bytearray()
+
+    def feed(self, chunk: pb.Chunk) -> None:
+        if chunk.WhichOneof("part") != "data":
+            raise MalformedPayload("a second header inside one payload")
+        if len(self.buffer) + len(chunk.data) > self.total:
+            raise MalformedPayload(f"more data than the header declares ({self.total} bytes)")
+        self.buffer += chunk.data
+
+    def finish(self) -> Payload:
+        if len(self.buffer) != self.total:
+            raise MalformedPayload(f"the stream ended after {len(self.buffer)} of {self.total} declared bytes")
+        tensors = {}
+        for spec, offset, nbytes in self.specs:
+            wire = np.dtype(DTYPES[spec.dtype][1])
+            array = np.frombuffer(self.buffer, dtype=wire, count=nbytes // wire.itemsize, offset=offset)
+            tensors[spec.name] = torch.from_numpy(array.astype(wire.newbyteorder("="))).reshape(tuple(spec.shape))
+        header = self.header
+        return Payload(
+            kind=header.kind,
+            session=header.session,
+            client_id=header.client_id,
+            round=header.round,
+            num_samples=header.num_samples,
+            metrics=dict(header.metrics),
+            tensors=tensors,
+            error=header.error,
+        )
+
+
+def check_header(header: pb.PayloadHeader) -> None:
+    """Bounds on everything a header may carry besides tensor sizes (what reaches the run store)."""
+    if len(header.tensors) > MAX_TENSORS:
+        raise MalformedPayload(f"the payload declares {len(header.tensors)} tensors; at most {MAX_TENSORS}")
+    names = [spec.name for spec in header.tensors]
+    if len(set(names)) != len(names) or any(len(name) > MAX_NAME for name in names):
+        raise MalformedPayload(f"tensor names must be unique and at most {MAX_NAME} characters")
+    if len(header.metrics) > MAX_METRICS or any(len(key) > MAX_NAME for key in header.metrics):
+        raise MalformedPayload(f"at most {MAX_METRICS} metrics with names of at most {MAX_NAME} characters")
+    if len(header.error) > MAX_ERROR:
+        raise MalformedPayload(f"an error message longer than {MAX_ERROR} characters")
+
+
 def decode(chunks: Iterable[pb.Chunk], max_bytes: int) -> Payload:
     """Read one payload; MalformedPayload if the stream disagrees with its header or is too large."""
     stream = iter(chunks)
-    first = next(stream, None)
-    if first is None or first.WhichOneof("part") != "header":
-        raise MalformedPayload("the stream does not start with a header")
-    header = first.header
-    specs = []
-    total = 0
-    for spec in header.tensors:
-        if spec.dtype not in DTYPES:
-            raise MalformedPayload(f"tensor '{spec.name}' has unknown dtype '{spec.dtype}'")
-        if any(dim < 0 for dim in spec.shape):
-            raise MalformedPayload(f"tensor '{spec.name}' has a negative dimension {list(spec.shape)}")
-        nbytes = math.prod(spec.shape) * np.dtype(DTYPES[spec.dtype][1]).itemsize
-        specs.append((spec, total, nbytes))
-        total += nbytes
-        if total > max_bytes:
-            raise MalformedPayload(f"the payload declares more than {max_bytes} bytes (the server's limit)")
-    buffer = bytearray(total)
-    filled = 0
+    reader = PayloadReader(next(stream, None), max_bytes)
     for chunk in stream:
-        if chunk.WhichOneof("part") != "data":
-            raise MalformedPayload("a second header inside one payload")
-        end = filled + len(chunk.data)
-        if end > total:
-            raise MalformedPayload(f"more data than the header declares ({total} bytes)")
-        buffer[filled:end] = chunk.data
-        filled = end
-    if filled != total:
-        raise MalformedPayload(f"the stream ended after {filled} of {total} declared bytes")
-    tensors = {}
-    for spec, offset, nbytes in specs:
-        wire = np.dtype(DTYPES[spec.dtype][1])
-        array = np.frombuffer(buffer, dtype=wire, count=nbytes // wire.itemsize, offset=offset)
-        tensors[spec.name] = torch.from_numpy(array.astype(wire.newbyteorder("="))).reshape(tuple(spec.shape))
-    return Payload(
-        kind=header.kind,
-        session=header.session,
-        client_id=header.client_id,
-        round=header.round,
-        num_samples=header.num_samples,
-        metrics=dict(header.metrics),
-        tensors=tensors,
-        error=header.error,
-    )
+        reader.feed(chunk)
+    return reader.finish()
 
 
 def _with_extras(weights: torch.Tensor, extras: dict) -> dict[str, torch.Tensor]:

@@ -11,6 +11,14 @@ import grpc
 from fedforge.errors import ConfigError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+MIN_TOKEN_CHARS = 4
+
+
+def _read_text(file: Path, what: str) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what}: cannot read '{file}' as UTF-8 text ({err})") from None
 
 
 class TokenBook:
@@ -29,15 +37,21 @@ class TokenBook:
         if not file.is_file():
             raise ConfigError(f"backend.token_file: '{file}' does not exist; write one token per line (or ID:TOKEN)")
         shared, per_client = [], {}
-        for raw in file.read_text().splitlines():
+        for number, raw in enumerate(_read_text(file, "backend.token_file").splitlines(), 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
             head, sep, tail = line.partition(":")
+            token = tail.strip() if sep and head.strip().isdigit() else line
+            if len(token) < MIN_TOKEN_CHARS:  # `0:` would admit callers that send no token at all
+                raise ConfigError(
+                    f"backend.token_file: '{file}' line {number} has an empty token or one shorter than "
+                    f"{MIN_TOKEN_CHARS} characters; write TOKEN or ID:TOKEN"
+                )
             if sep and head.strip().isdigit():
-                per_client[int(head)] = tail.strip()
+                per_client[int(head)] = token
             else:
-                shared.append(line)
+                shared.append(token)
         if not shared and not per_client:
             raise ConfigError(f"backend.token_file: '{file}' holds no token")
         return cls(shared, per_client)
@@ -60,7 +74,10 @@ def read_token(path: str | None) -> str:
     """A client's token: the first token line of its file (`ID:TOKEN` lines give their token)."""
     if path is None:
         return ""
-    for raw in Path(path).read_text().splitlines():
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--token-file '{file}' does not exist")
+    for raw in _read_text(file, "--token-file").splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             head, sep, tail = line.partition(":")

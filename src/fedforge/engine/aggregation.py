@@ -92,21 +92,32 @@ class RoundOutcome:
     kept: list[Any] = field(default_factory=list)  # whole ClientResults (non-streaming methods only)
     total: WeightedSum = field(default_factory=WeightedSum)
 
+    def screen(self, result: Any) -> str | None:
+        """Why `result` may not be aggregated this round, or None (callable from any thread)."""
+        rejection = self.validator.verdict(result, self.reference)
+        return None if rejection is None else rejection.reason
+
     def add(self, outcome: Any) -> None:
         """One client's ClientResult or ClientFailure."""
         if not hasattr(outcome, "weights"):
             self.failures.append(outcome)
             return
-        rejection = self.validator.verdict(outcome, self.reference)
+        reason = self.screen(outcome)
+        if reason is not None:
+            self.reject(outcome, reason)
+            return
         bytes_up = payload_bytes(outcome.weights, outcome.extras)
-        receipt = ClientReceipt(outcome.client_id, outcome.num_samples, outcome.metrics, bytes_up, rejection is None)
-        self.receipts.append(receipt)
-        if rejection is not None:
-            self.rejected.append(rejection)
-        elif self.streaming:
+        self.receipts.append(ClientReceipt(outcome.client_id, outcome.num_samples, outcome.metrics, bytes_up, True))
+        if self.streaming:
             self.total.add(outcome.weights, outcome.num_samples)
         else:
             self.kept.append(outcome)
+
+    def reject(self, result: Any, reason: str) -> None:
+        """Record a result that failed validation: its bytes count, its claims (samples, metrics) do not."""
+        bytes_up = payload_bytes(result.weights, result.extras) if isinstance(result.weights, torch.Tensor) else 0
+        self.receipts.append(ClientReceipt(result.client_id, 0, {}, bytes_up, False))
+        self.rejected.append(Rejection(result.client_id, reason))
 
     def to(self, device: torch.device | str) -> RoundOutcome:
         """Move the summed and kept weights (e.g. a GPU worker's, to the CPU before shipping)."""

@@ -67,6 +67,11 @@ class Executor:
         self.model_factory = model_factory
         self.task = task if task is not None else ClassificationTask()
 
+    @property
+    def max_samples(self) -> int | None:
+        """The largest sample count a result may claim; None where clients run trusted code (simulation)."""
+        return None
+
     def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
         """Add one ClientResult or ClientFailure per job to `outcome` (a client that raises fails alone)."""
         raise NotImplementedError

@@ -26,6 +26,7 @@ class ClientRecord:
     bytes_down: int
     bytes_up: int
     metrics: dict[str, float] = field(default_factory=dict)  # what the method reported beyond loss and time
+    trained: bool = True  # False: the upload was rejected (its claims are not recorded)
 
 
 STANDARD_CLIENT_METRICS = {"train_loss", "seconds"}
@@ -125,6 +126,7 @@ class Federation:
                 bytes_down=down.get(rec.client_id, 0),
                 bytes_up=rec.bytes_up,
                 metrics={k: float(v) for k, v in rec.metrics.items() if k not in STANDARD_CLIENT_METRICS},
+                trained=rec.kept,
             )
             for rec in outcome.receipts
         ]

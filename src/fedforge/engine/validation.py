@@ -26,10 +26,27 @@ def _all_finite(w: torch.Tensor) -> bool:
 
 
 class UpdateValidator:
-    """Checks shape, dtype, finiteness, sample count and (optionally) distance to the global model."""
+    """Checks shape, dtype, finiteness, sample count and distance to the global model.
 
-    def __init__(self, max_update_norm: float | None = None) -> None:
-        self.max_update_norm = max_update_norm
+    `max_update_ratio` (on by default) rejects an update whose distance to the global model is
+    more than that many times the global model's norm (at least 1): honest local training moves
+    a model by a fraction of its norm, while a finite but absurd upload (every weight 3e38)
+    would otherwise wreck the model for every later round. `max_samples` caps the sample count a
+    result may claim (its weight in the mean)."""
+
+    def __init__(
+        self,
+        max_update_norm: float | None = None,
+        max_update_ratio: float | None = None,
+        max_samples: int | None = None,
+    ) -> None:
+        self.max_update_norm, self.max_update_ratio, self.max_samples = max_update_norm, max_update_ratio, max_samples
+        self._norm_cache: tuple[torch.Tensor, float] | None = None  # a round's reference is checked once
+
+    def _norm_of(self, reference: torch.Tensor) -> float:
+        if self._norm_cache is None or self._norm_cache[0] is not reference:
+            self._norm_cache = (reference, float(torch.linalg.vector_norm(reference)))
+        return self._norm_cache[1]
 
     def check(self, result, global_weights: torch.Tensor) -> None:
         """`global_weights`: the global counterpart of what the client uploads (its size is the expected one)."""
@@ -43,10 +60,23 @@ class UpdateValidator:
             raise InvalidUpdate("weights contain NaN or infinite values")
         if not isinstance(result.num_samples, int) or result.num_samples < 0:
             raise InvalidUpdate(f"num_samples={result.num_samples!r} is not a non-negative integer")
-        if self.max_update_norm is not None:
-            norm = float(torch.linalg.vector_norm(w - global_weights))
-            if norm > self.max_update_norm:
-                raise InvalidUpdate(f"update norm {norm:.4g} exceeds validation.max_update_norm={self.max_update_norm}")
+        if self.max_samples is not None and result.num_samples > self.max_samples:
+            raise InvalidUpdate(
+                f"num_samples={result.num_samples} exceeds the {self.max_samples} a client may claim "
+                "(backend.max_samples)"
+            )
+        if self.max_update_norm is None and self.max_update_ratio is None:
+            return
+        norm = float(torch.linalg.vector_norm(w - global_weights))  # an absurd upload's overflows to inf: rejected
+        if self.max_update_norm is not None and norm > self.max_update_norm:
+            raise InvalidUpdate(f"update norm {norm:.4g} exceeds validation.max_update_norm={self.max_update_norm}")
+        if self.max_update_ratio is not None:
+            bound = self.max_update_ratio * max(self._norm_of(global_weights), 1.0)
+            if norm > bound:
+                raise InvalidUpdate(
+                    f"update norm {norm:.4g} is over validation.max_update_ratio={self.max_update_ratio:g} times the "
+                    f"global model's norm (bound {bound:.4g})"
+                )
 
     def verdict(self, result, global_weights: torch.Tensor) -> Rejection | None:
         """None when the result may be aggregated, else why it is rejected."""

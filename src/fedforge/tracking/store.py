@@ -212,7 +212,7 @@ class RunStore:
                     self.run_id,
                     record.round,
                     c.client_id,
-                    1,
+                    int(c.trained),
                     c.num_samples,
                     _num(c.train_loss),
                     c.seconds,
