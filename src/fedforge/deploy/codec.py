@@ -92,7 +92,7 @@ class PayloadReader:
                 raise MalformedPayload(f"tensor '{spec.name[:64]}' has unknown dtype '{spec.dtype[:32]}'")
             if len(spec.shape) > MAX_DIMS or any(dim < 0 for dim in spec.shape):
                 raise MalformedPayload(
-                    f"tensor '{spec.name[:64]}' has shape {list(spec.shape)[:MAX_DIMS + 1]}: at most {MAX_DIMS} "
+                    f"tensor '{spec.name[:64]}' has shape {list(spec.shape)[: MAX_DIMS + 1]}: at most {MAX_DIMS} "
                     "non-negative dimensions"
                 )
             itemsize = np.dtype(DTYPES[spec.dtype][1]).itemsize

@@ -70,7 +70,7 @@ class RemoteParams(StrictModel):
         "shard of the server's own partition; set it for clients on their own data)",
     )
     request_timeout: float = Field(
-        10.0, gt=0, description="seconds a call may take to deliver its request, or an upload its next chunk (default 10)"
+        10.0, gt=0, description="seconds a call may take to send its request, or an upload its next chunk (default 10)"
     )
     max_concurrent_rpcs: int = Field(
         512, ge=8, description="calls served at once; more are refused with RESOURCE_EXHAUSTED (default 512)"
@@ -352,8 +352,8 @@ class FederationService:
             return await asyncio.wait_for(anext(requests), self.params.request_timeout)
         except asyncio.TimeoutError:
             await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no message within backend.request_timeout="
-                f"{self.params.request_timeout:g} s"
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no message within backend.request_timeout={self.params.request_timeout:g} s",
             )
         except StopAsyncIteration:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended before its request")
