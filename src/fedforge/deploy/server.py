@@ -435,6 +435,8 @@ class FederationService:
         reason = await asyncio.get_running_loop().run_in_executor(
             None, self.hub.submit, header.session, conn.client_id, header.round, outcome
         )  # validation scans the whole upload: off the event loop
+        if not reason and isinstance(outcome, ClientFailure):
+            reason = outcome.reason  # recorded as this client's failure; the client is told it did not count
         return pb.SubmitReply(accepted=not reason, reason=reason)
 
     async def _receive(
