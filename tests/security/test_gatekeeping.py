@@ -43,6 +43,9 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
+ZERO = bearer("token-zero")
+
+
 def join(stub, client_id: int, token: str) -> pb.JoinReply:
     return stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id), metadata=bearer(token), timeout=10)
 
@@ -135,17 +138,17 @@ def test_uploads_are_refused_before_any_memory_is_spent_on_them(server):
         stub = rpc.FederationStub(channel)
         zero = join(stub, 0, "token-zero")
         before = rss_of_this_process()
-        reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=bearer("token-zero"), timeout=30)
+        reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
         assert not reply.accepted and "no job of round 0" in reply.reason
         hub.dispatch([ClientJob(0, 0, torch.zeros(1000))])
-        reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=bearer("token-zero"), timeout=30)
+        reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
         assert not reply.accepted
         with hub.changed:
             failure = hub.results.pop(0)
         assert isinstance(failure, ClientFailure) and "declares more than" in str(failure.error)
         hub.dispatch([ClientJob(0, 1, torch.zeros(1000))])
         release = threading.Event()
-        call = stalled_call(channel, "SubmitResult", release, upload_header(zero.session, 1, 1000), bearer("token-zero"))
+        call = stalled_call(channel, "SubmitResult", release, upload_header(zero.session, 1, 1000), ZERO)
         assert not call.result(timeout=60).accepted
         release.set()
         with hub.changed:
@@ -165,5 +168,5 @@ def test_a_result_that_fails_validation_is_answered_as_refused(server):
         zero = join(stub, 0, "token-zero")
         hub.dispatch([ClientJob(0, 0, torch.zeros(10))])
         lie = ClientResult(0, torch.zeros(10), 10**9, {"train_loss": 0.1})
-        reply = stub.SubmitResult(encode(result_payload(lie, zero.session, 0)), metadata=bearer("token-zero"), timeout=30)
+        reply = stub.SubmitResult(encode(result_payload(lie, zero.session, 0)), metadata=ZERO, timeout=30)
         assert not reply.accepted and reply.reason == "num_samples too large"
