@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from fedforge.engine.validation import UpdateValidator
 from fedforge.engine.weights import FlatModel, save_state_dict
 from fedforge.errors import CheckpointError, ConfigError, RunDirError
 from fedforge.models import build_model
+from fedforge.resources import apply_threads
 from fedforge.seeding import INIT, derive_seed
 from fedforge.tasks import Task
 from fedforge.tracking.progress import ProgressSink
@@ -106,7 +108,10 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> RunResult:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"'{run_dir}' is not a run directory (no config.yaml); pass a folder under runs/")
-    return Experiment(load_config(run_dir / "config.yaml")).resume(run_dir, quiet=quiet)
+    # The run's store sits beside it, whatever the saved (possibly relative) runs_dir and the
+    # working directory now: resuming from elsewhere must not start a new, empty store.
+    cfg = load_config(run_dir / "config.yaml", {"tracking": {"runs_dir": str(run_dir.absolute().parent)}})
+    return Experiment(cfg).resume(run_dir, quiet=quiet)
 
 
 class Experiment:
@@ -114,6 +119,7 @@ class Experiment:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        apply_threads(cfg.backend.threads)
         self.device = resolve_device(cfg.backend.device)
         self.data: FederatedDataset = build_federated_dataset(cfg).to(self.device)
         self.task: Task = cfg.task.resolve()(cfg.task.params)
@@ -142,9 +148,16 @@ class Experiment:
     def run(self, quiet: bool = False) -> RunResult:
         cfg = self.cfg
         run_dir = create_run_dir(cfg.tracking.runs_dir, cfg.tracking.name, f"{cfg.algorithm.name}-{cfg.data.name}")
-        write_config(run_dir, cfg.to_dict())
-        write_json(run_dir / "partition.json", self.data.partition_record())
-        return Session(self, run_dir).execute(quiet)
+        session: Session | None = None
+        try:
+            write_config(run_dir, cfg.to_dict())
+            write_json(run_dir / "partition.json", self.data.partition_record())
+            session = Session(self, run_dir)
+            return session.execute(quiet)
+        except BaseException:
+            if session is None or not session.federating:  # it never started: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
     def resume(self, run_dir: Path, quiet: bool = False) -> RunResult:
         saved = json.loads((run_dir / "partition.json").read_text()) if (run_dir / "partition.json").is_file() else None
@@ -170,18 +183,25 @@ class Session:
         self.checkpointer = Checkpointer(run_dir / "checkpoints", self.cfg.checkpoint.keep, self.cfg.checkpoint.every)
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
+        self.federating = False  # set once the round loop starts: from then on the run dir is kept
 
     def restore(self) -> tuple[int, str, list[str]]:
         """Load the newest good checkpoint; returns (next round, reason, skipped-file messages)."""
         try:
-            ckpt, skipped = self.checkpointer.latest(self.exp.device)
+            ckpt, skipped = self.checkpointer.latest(self.exp.device, expected_size=self.state.weights.numel())
         except CheckpointError as err:
             return 0, f"restarted from round 0: {err}", []
-        self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras)
-        self.clients.restore(ckpt.clients)
-        self.totals.load(ckpt.extras["totals"])
-        self.elapsed_before = float(ckpt.extras["elapsed"])
-        restore_rng_states(ckpt.extras["rng"])
+        try:
+            self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras)
+            self.clients.restore(ckpt.clients)
+            self.totals.load(ckpt.extras["totals"])
+            self.elapsed_before = float(ckpt.extras["elapsed"])
+            restore_rng_states(ckpt.extras["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(
+                f"checkpoint '{ckpt.path}' passed its checksum but does not fit this run ({type(err).__name__}: "
+                f"{err}); move it away to resume from the previous one"
+            ) from None
         return ckpt.round + 1, f"resumed after round {ckpt.round} from {ckpt.path.name}", skipped
 
     def save_checkpoint(self, round_index: int, state: ServerState) -> None:
@@ -271,6 +291,7 @@ class Session:
             checkpoint=self.save_checkpoint if cfg.checkpoint.every > 0 else None,
             eval_rounds=self.task_ends(),
         )
+        self.federating = True
         try:
             self.state = federation.run(self.state, start_round)
         except BaseException:

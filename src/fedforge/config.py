@@ -7,6 +7,7 @@ ConfigError naming the field, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -200,6 +201,12 @@ class BackendConfig(PluginConfig):
     key: ClassVar[str] = "kind"
     kind: str = Field("sequential", description="executor (default sequential)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (default auto: cuda when available)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads of this process (default: half the CPUs it may use, 1 to 8; Ray workers use "
+        "their cpus_per_worker)",
+    )
 
     @classmethod
     def registry(cls) -> Registry[Any]:
@@ -227,6 +234,22 @@ class TrackingConfig(StrictModel):
     database: bool = Field(True, description="record rounds, clients and events in <runs_dir>/runs.db (default true)")
     tensorboard: bool = Field(False, description="write TensorBoard scalars to <run>/tensorboard (extra: tensorboard)")
     mlflow: MlflowConfig | None = Field(None, description="log to MLflow, e.g. {uri: ...} or {} (extra: mlflow)")
+
+    @field_validator("name")
+    @classmethod
+    def _one_plain_folder_name(cls, name: str | None) -> str | None:
+        """The name becomes a folder under runs_dir and the run's key in runs.db: one plain component."""
+        if name is None:
+            return name
+        bad = [ch for ch in name if unicodedata.category(ch).startswith("C")]
+        if bad or name in {"", ".", ".."} or "/" in name or "\\" in name or len(name) > 128:
+            raise PydanticCustomError(
+                "run_name",
+                "{shown} is not a usable run name: use one folder name of at most 128 characters without '/', "
+                "'\\', control characters or escape sequences, and not '.' or '..' (e.g. fedavg-digits-try1)",
+                {"shown": ascii(name)},
+            )
+        return name
 
     @field_validator("mlflow", mode="before")
     @classmethod
@@ -256,7 +279,7 @@ class ContinualConfig(StrictModel):
 class Config(StrictModel):
     """A whole experiment. `Config()` is the default: FedAvg on digits, 10 clients."""
 
-    seed: int = Field(0, ge=0, description="fixes partition, sampling, init and training (default 0)")
+    seed: int = Field(0, ge=0, lt=2**63, description="fixes partition, sampling, init and training (default 0)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -334,7 +357,7 @@ def _message(err: Mapping[str, Any]) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
-    if err.get("type") not in {"unknown_key", "unknown_name", "plugin_params", "inconsistent", "device"}:
+    if err.get("type") not in {"unknown_key", "unknown_name", "plugin_params", "inconsistent", "device", "run_name"}:
         shown = err.get("input")
         if not isinstance(shown, dict | list):
             msg += f" (got {shown!r})"
@@ -373,7 +396,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not of the form key.sub=value (e.g. train.rounds=5)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:  # also a `!!python/...` tag: safe_load constructs no objects
+            problem = str(err).splitlines()[0]
+            raise ConfigError(
+                f"override '{item}': the value is not valid YAML ({problem}); quote it or fix the brackets"
+            ) from None
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -417,9 +447,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass the path of a YAML file (see configs/)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    if raw is None:  # almost always the wrong file; the defaults are one command away
+        raise ConfigError(
+            f"config file '{path}' is empty; write at least one section (e.g. `train: {{rounds: 5}}`), "
+            "or leave the file out to run the defaults"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections (seed, data, model, ...)")
     return raw

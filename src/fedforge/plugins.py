@@ -20,7 +20,8 @@ from fedforge.errors import did_you_mean
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors with a did-you-mean hint."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never meaningful settings (`train.lr=.inf` would train to NaN silently)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -36,7 +36,7 @@ def run(runs_dir, backend, **extra):
     config = {
         "train": {"rounds": 3, "local_epochs": 1},
         "tracking": {"runs_dir": str(runs_dir), "database": True},
-        "backend": {"device": "cpu", **backend},
+        "backend": {"device": "cpu", "threads": 1, **backend},
         **extra,
     }
     return fedforge.run(quiet=True, **config)

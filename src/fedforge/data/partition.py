@@ -86,6 +86,12 @@ def shards(
             f"shards partition needs {total} shards (data.num_clients x classes_per_client) but there are "
             f"only {len(labels)} training samples; use fewer clients or classes_per_client"
         )
+    num_classes = len(np.unique(labels))
+    if classes_per_client > num_classes:
+        raise PartitionError(
+            f"data.partition.classes_per_client={classes_per_client} is more than the {num_classes} classes of the "
+            f"training set; use at most {num_classes}"
+        )
     order = np.lexsort((rng.random(len(labels)), labels))  # by label, random within a label
     pieces = np.array_split(order, total)
     deal = rng.permutation(total).reshape(num_clients, classes_per_client)

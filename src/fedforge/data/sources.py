@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -89,11 +91,26 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return tvf.resize(x, [size, size], antialias=True)
 
 
-def _split_fixed(x: np.ndarray, y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, ...]:
+def _split_fixed(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, where: str = "", classes: list[str] | None = None
+) -> tuple[np.ndarray, ...]:
     """Stratified train/test split with a fixed seed, so every run sees the same test set."""
     from sklearn.model_selection import train_test_split
 
-    return tuple(train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=0))
+    counts = np.bincount(y)
+    small = [int(c) for c in np.flatnonzero((counts > 0) & (counts < 2))]
+    if small:
+        names = [classes[c] if classes else str(c) for c in small]
+        raise DatasetFormatError(
+            f"{where or 'the dataset'}: class {', '.join(names)} has a single image, so no test share can be held "
+            "out for it; add images, remove the class, or give root/train and root/test folders"
+        )
+    try:
+        return tuple(train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=0))
+    except ValueError as err:  # e.g. a test share smaller than the number of classes
+        raise DatasetFormatError(
+            f"{where or 'the dataset'}: cannot hold out data.test_fraction={test_fraction} per class ({err})"
+        ) from None
 
 
 def _tensors(name: str, tx, ty, vx, vy, hflip_safe: bool = False, num_classes: int | None = None) -> DatasetTensors:
@@ -131,7 +148,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an idx file (optionally gzip-compressed), the format of MNIST and its siblings."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; truncation an EOFError
+        raise DatasetFormatError(f"'{path}' is a corrupt or truncated gzip file ({err}); re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DatasetFormatError(f"'{path}' is not an idx file (bad magic number); re-download it")
     ndim = raw[3]
@@ -206,6 +226,9 @@ def _idx_dataset(
             name, dirs, [s for s, f in zip(stems, found, strict=True) if f is None], how or _download_hint(name)
         )
     tx, ty, vx, vy = (read_idx(f) for f in found)  # type: ignore[arg-type]
+    for images, labels, x, y in ((found[0], found[1], tx, ty), (found[2], found[3], vx, vy)):
+        if len(x) != len(y):
+            raise DatasetFormatError(f"'{images}' has {len(x)} images but '{labels}' has {len(y)} labels")
     if transpose:
         tx, vx = tx.transpose(0, 2, 1), vx.transpose(0, 2, 1)
     return _tensors(
@@ -264,12 +287,34 @@ def emnist(cfg: DataConfig) -> DatasetTensors:
 # --- CIFAR pickles ---------------------------------------------------------------------------
 
 
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR's python batches hold (numpy arrays and scalars, dicts, lists, numbers,
+    strings):
+    any other global a pickle names, such as `os.system`, is refused before it can be called."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, object]:
     try:
         with path.open("rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            batch = ArraysOnlyUnpickler(fh, encoding="bytes").load()
+    except Exception as err:  # a crafted or damaged pickle raises nearly anything; none of it is run
         raise DatasetFormatError(f"'{path}' is not a CIFAR python batch ({err}); re-download it") from None
+    if not isinstance(batch, dict):
+        raise DatasetFormatError(f"'{path}' holds a {type(batch).__name__}, not a CIFAR batch (a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
@@ -287,8 +332,19 @@ def _cifar(cfg: DataConfig, name: str, folder: str, train_files: list[str], labe
             batch = _unpickle(base / f)
             if "data" not in batch or label_key not in batch:
                 raise DatasetFormatError(f"'{base / f}' lacks 'data' or '{label_key}'; is it a {name} batch?")
-            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            try:
+                x = np.asarray(batch["data"], dtype=np.uint8)
+                y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError) as err:
+                raise DatasetFormatError(f"'{base / f}': 'data' or '{label_key}' is not numeric ({err})") from None
+            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+                raise DatasetFormatError(
+                    f"'{base / f}': images are {tuple(x.shape)}, expected rows of 3x32x32={3 * 32 * 32} bytes"
+                )
+            if len(x) != len(y):
+                raise DatasetFormatError(f"'{base / f}' has {len(x)} images but {len(y)} labels")
+            xs.append(x.reshape(-1, 3, 32, 32))
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
     tx, ty = read(train_files)
@@ -350,17 +406,46 @@ def _read_tree(folder: Path, classes: list[str], size: int) -> tuple[np.ndarray,
 
     xs, ys = [], []
     for label, cls in enumerate(classes):
-        for path in sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        paths = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            warnings.warn(
+                f"class folder '{folder / cls}' holds no images: class {label} ('{cls}') will have no samples",
+                DataWarning,
+                stacklevel=2,
+            )
+        for path in paths:
             try:
                 with Image.open(path) as img:
-                    rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            except (UnidentifiedImageError, OSError) as err:
+                    rgb = _as_rgb8(img, path).resize((size, size), Image.Resampling.BILINEAR)
+            except Image.DecompressionBombError as err:
+                raise DatasetFormatError(
+                    f"'{path}' is larger than Pillow's safety limit ({err}); shrink it before training"
+                ) from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
                 raise DatasetFormatError(f"'{path}' is not a readable image ({err})") from None
             xs.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             ys.append(label)
     if not xs:
         raise DatasetNotFound(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under '{folder}'")
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+class DataWarning(UserWarning):
+    """Data that loads but is probably not what the user meant (e.g. an empty class folder)."""
+
+
+def _as_rgb8(img: Any, path: Path) -> Any:
+    """8-bit RGB with the right scaling: Pillow's own convert() clips 16-bit values at 255."""
+    from PIL import Image
+
+    if img.mode in {"I;16", "I;16L", "I;16B", "I;16N", "I"}:
+        values = np.asarray(img, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise DatasetFormatError(f"'{path}' holds {img.mode} values outside 0..65535; convert it to 8 or 16 bits")
+        return Image.fromarray(np.rint(values / 257.0).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "F":
+        raise DatasetFormatError(f"'{path}' is a floating-point image; convert it to 8 or 16 bits first")
+    return img.convert("RGB")
 
 
 def read_image_tree(root: Path, size: int, test_fraction: float, classes: list[str] | None = None):
@@ -377,7 +462,7 @@ def read_image_tree(root: Path, size: int, test_fraction: float, classes: list[s
     if has_split:
         vx, vy = _read_tree(root / "test", found, size)
     else:
-        tx, vx, ty, vy = _split_fixed(tx, ty, test_fraction)
+        tx, vx, ty, vy = _split_fixed(tx, ty, test_fraction, f"image folder '{train_dir}'", found)
     return tx, ty, vx, vy, found
 
 

@@ -110,7 +110,7 @@ class Checkpointer:
         return sorted((p for p in self.folder.iterdir() if NAME.match(p.name)), reverse=True)
 
     @staticmethod
-    def read(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
+    def read(path: Path, device: torch.device | str = "cpu", expected_size: int | None = None) -> Checkpoint:
         """Load and verify one checkpoint; CheckpointError says what is wrong with the file."""
         try:
             raw = path.read_bytes()
@@ -125,6 +125,7 @@ class Checkpointer:
             blob = torch.load(io.BytesIO(raw[head:]), map_location=device, weights_only=True)
         except Exception as err:  # torch raises several types for unreadable archives
             raise CheckpointError(f"checkpoint '{path}' cannot be decoded: {err}") from None
+        _check_contents(path, blob, expected_size)
         return Checkpoint(
             round=int(blob["round"]),
             state=ServerState(blob["weights"], blob["server_extras"]),
@@ -133,17 +134,40 @@ class Checkpointer:
             path=path,
         )
 
-    def latest(self, device: torch.device | str = "cpu") -> tuple[Checkpoint, list[str]]:
-        """The newest valid checkpoint, and why each newer one was skipped."""
+    def latest(
+        self, device: torch.device | str = "cpu", expected_size: int | None = None
+    ) -> tuple[Checkpoint, list[str]]:
+        """The newest valid checkpoint (holding `expected_size` weights, when given), and why each
+        newer one was skipped."""
         problems: list[str] = []
         for path in self.files():
             try:
-                return self.read(path, device), problems
+                return self.read(path, device, expected_size), problems
             except CheckpointError as err:
                 log.warning("%s; falling back to the previous checkpoint", err)
                 problems.append(str(err))
         found = "; ".join(problems) if problems else "none was written yet"
         raise CheckpointError(f"no usable checkpoint in '{self.folder}': {found}")
+
+
+CONTENTS = {"round": int, "weights": torch.Tensor, "server_extras": dict, "clients": dict, "rng": dict, "extras": dict}
+
+
+def _check_contents(path: Path, blob: Any, expected_size: int | None) -> None:
+    """A checksum only proves the file is the one written; this proves it fits this run."""
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"checkpoint '{path}' does not hold a fedforge checkpoint's fields")
+    missing = [key for key, kind in CONTENTS.items() if not isinstance(blob.get(key), kind)]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' lacks or has malformed fields: {', '.join(missing)}")
+    weights = blob["weights"]
+    if weights.dtype != torch.float32 or weights.ndim != 1:
+        raise CheckpointError(f"checkpoint '{path}' holds {weights.dtype} weights of shape {tuple(weights.shape)}")
+    if expected_size is not None and weights.numel() != expected_size:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds {weights.numel()} weights but this run's model has {expected_size}: "
+            "it was written by another model or fedforge version"
+        )
 
 
 def _to_cpu(value: Any) -> Any:

@@ -31,6 +31,7 @@ from fedforge.engine.executors import EXECUTORS, ClientFailure, Executor, Sequen
 from fedforge.engine.validation import UpdateValidator
 from fedforge.errors import ConfigError
 from fedforge.plugins import StrictModel
+from fedforge.resources import usable_cpus
 from fedforge.tasks import Task
 
 
@@ -178,9 +179,8 @@ class RayExecutor(Executor):
             except ConnectionError as err:
                 raise ConfigError(f"backend.address={p.address}: no Ray cluster answers there ({err})") from err
             return False
-        needed = (p.num_workers or 0) * p.cpus_per_worker
         ray.init(
-            num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
+            num_cpus=usable_cpus(),  # what this machine gives us: more workers than that are refused
             num_gpus=torch.cuda.device_count(),
             include_dashboard=False,
             logging_level=logging.WARNING,

@@ -10,10 +10,17 @@ from typing import Any
 
 import yaml
 
+from fedforge.errors import RunDirError
+
 
 def create_run_dir(runs_dir: str | Path, name: str | None, default_name: str) -> Path:
     """A fresh directory; an existing name gets a numeric suffix instead of being overwritten."""
     base = Path(runs_dir)
+    for parent in (base, *base.parents):
+        if parent.exists() and not parent.is_dir():
+            raise RunDirError(
+                f"tracking.runs_dir='{runs_dir}': '{parent}' is a file, not a folder; point runs_dir at a folder"
+            )
     stem = name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for attempt in range(1000):
         path = base / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
@@ -22,7 +29,9 @@ def create_run_dir(runs_dir: str | Path, name: str | None, default_name: str) ->
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a run directory for '{stem}' under '{base}'")
+        except OSError as err:
+            raise RunDirError(f"tracking.runs_dir='{runs_dir}': cannot create '{path}' ({err.strerror})") from None
+    raise RunDirError(f"1000 runs named '{stem}' exist under '{base}'; pick another tracking.name")
 
 
 def write_json(path: Path, data: Any) -> None:
