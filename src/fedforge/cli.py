@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -43,10 +44,19 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FedforgeError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print("[bold red]error:[/] ", end="", highlight=False)
+            err.print(_printable(str(exc)), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _printable(text: str) -> str:
+    """Control characters a user (or a peer) put into a name are shown escaped, never executed
+    by the terminal (an escape sequence in an error must not recolour or rewrite the screen)."""
+    return "".join(
+        ch if ch in "\n\t" or not unicodedata.category(ch).startswith("C") else ascii(ch)[1:-1] for ch in text
+    )
 
 
 def split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
