@@ -122,8 +122,7 @@ def test_demo_command_reaches_094_on_digits(runs_dir):
     assert proc.returncode == 0, proc.stderr
     run_dir = Path(proc.stdout.splitlines()[0].removeprefix("run directory: "))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rounds"] == 20 and summary["final_accuracy"] >= 0.94
-    assert summary["train_seconds"] < 60
+    assert summary["rounds"] == 20 and summary["final_accuracy"] >= 0.94  # its speed: benchmarks/overhead.py
 
 
 @pytest.mark.slow

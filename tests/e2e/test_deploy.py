@@ -31,7 +31,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_listening(port: int, timeout: float = 60) -> None:
+def wait_until_listening(port: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -75,10 +75,10 @@ def test_three_client_processes_match_the_simulation_and_a_wrong_token_is_refuse
     join = ["join", "--server", f"127.0.0.1:{port}", "--device", "cpu", "--quiet"]
     intruder = cli(*join, "--token-file", tmp_path / "wrong", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     clients = [cli(*join, "--token-file", tmp_path / "tokens", stdout=subprocess.DEVNULL) for _ in range(3)]
-    out, errors = server.communicate(timeout=180)
+    out, errors = server.communicate(timeout=900)
     assert server.returncode == 0, errors
-    assert all(c.wait(timeout=30) == 0 for c in clients)
-    _, refused = intruder.communicate(timeout=30)
+    assert all(c.wait(timeout=120) == 0 for c in clients)
+    _, refused = intruder.communicate(timeout=300)
     assert intruder.returncode == 2 and "UNAUTHENTICATED" in refused and "wrong token" in refused
 
     served = load_runs(runs_dir)[0]
@@ -145,7 +145,7 @@ def test_nan_and_malformed_uploads_are_dropped_with_events_and_rounds_complete(r
     wait_until_listening(port)
     honest = [honest_client(port, cid, compression="gzip") for cid in (0, 1)]
     attacker(port, 2, rounds=2)
-    server.join(timeout=120)
+    server.join(timeout=900)
     assert "error" not in holder, holder.get("error")
     result = holder["result"]
     events = {(e["round"], e["client_id"], e["kind"]): e["reason"] for e in load_events(result.run_dir)}
@@ -161,7 +161,7 @@ def test_a_client_killed_mid_round_does_not_stop_the_round(runs_dir):
     server = cli(
         "serve",
         *digits(
-            runs_dir, 3, 3, "train.local_epochs=60", "backend.heartbeat_seconds=0.5", "backend.heartbeat_timeout=3"
+            runs_dir, 3, 3, "train.local_epochs=60", "backend.heartbeat_seconds=1", "backend.heartbeat_timeout=15"
         ),
         "--address",
         f"127.0.0.1:{port}",
@@ -178,9 +178,9 @@ def test_a_client_killed_mid_round_does_not_stop_the_round(runs_dir):
         if line.startswith("round 1: training"):
             victim.kill()  # mid-round: it holds its job and will never answer
             break
-    out, errors = server.communicate(timeout=180)
+    out, errors = server.communicate(timeout=900)
     assert server.returncode == 0, errors
-    assert all(s.wait(timeout=30) == 0 for s in survivors)
+    assert all(s.wait(timeout=120) == 0 for s in survivors)
     run = load_runs(runs_dir)[0]
     assert run["status"] == "finished" and run["summary"]["rounds"] == 3
     failed = {(e["round"], e["client_id"]): e["reason"] for e in load_events(Path(run["run_dir"]))}
@@ -201,7 +201,7 @@ def test_a_resnet18_larger_than_grpcs_message_limit_completes_a_round(runs_dir):
     )
     wait_until_listening(port)
     client = honest_client(port, 0)
-    server.join(timeout=300)
+    server.join(timeout=900)
     assert "error" not in holder, holder.get("error")
     summary = holder["result"].summary
     assert summary["bytes_down"] > 40 * 2**20 and summary["bytes_up"] > 40 * 2**20  # ~45 MB each way
@@ -263,7 +263,7 @@ def test_tls_with_a_self_signed_ca(runs_dir, tmp_path):
         RemoteClient(f"127.0.0.1:{port}", {"backend": {"device": "cpu"}}, 0, quiet=True, retry_seconds=2).run()
     trusted = RemoteClient(f"localhost:{port}", {"backend": {"device": "cpu"}}, 0, ca=str(pem["ca"]), quiet=True)
     assert trusted.run() == 1
-    server.join(timeout=60)
+    server.join(timeout=900)
     assert "error" not in holder, holder.get("error")
     assert torch.isfinite(torch.tensor(holder["result"].final_accuracy))
 
@@ -274,15 +274,15 @@ def test_a_killed_server_resumes_and_its_clients_rejoin(runs_dir):
     server = cli("serve", *args, "--address", f"127.0.0.1:{port}", "--quiet", stdout=subprocess.DEVNULL)
     join = ["join", "--server", f"127.0.0.1:{port}", "--device", "cpu", "--quiet"]
     clients = [cli(*join, "--client-id", cid, stdout=subprocess.DEVNULL) for cid in range(3)]
-    db, deadline = runs_dir / "runs.db", time.monotonic() + 120
+    db, deadline = runs_dir / "runs.db", time.monotonic() + 600
     while time.monotonic() < deadline and rounds_done(db) < 3:
         time.sleep(0.1)
     server.kill()  # SIGKILL: no clean shutdown, clients see the server vanish
     server.wait()
     resumed = cli("resume", runs_dir / "served", "--quiet", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, errors = resumed.communicate(timeout=180)
+    out, errors = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, errors
-    assert all(c.wait(timeout=60) == 0 for c in clients)  # they reconnected and served to the end
+    assert all(c.wait(timeout=300) == 0 for c in clients)  # they reconnected and served to the end
     kinds = [e["kind"] for e in load_events(runs_dir / "served")]
     assert "resume" in kinds
     same = {"data.num_clients": 3, "train.rounds": 8, "tracking.runs_dir": str(runs_dir), "backend.device": "cpu"}
@@ -321,7 +321,8 @@ def laggard(port, client_id, stop: threading.Event):
 
 def test_a_live_client_that_misses_the_deadline_is_dropped_and_own_data_clients_train(runs_dir):
     port = free_port()
-    backend = {"round_timeout": 4, "heartbeat_seconds": 0.5, "heartbeat_timeout": 3}
+    # A generous heartbeat timeout: on a busy machine an honest client's beats may come late.
+    backend = {"round_timeout": 4, "heartbeat_seconds": 0.5, "heartbeat_timeout": 30}
     server, holder = serve_in_thread(runs_dir, port, clients=2, rounds=2, backend=backend)
     wait_until_listening(port)
     stop = threading.Event()
@@ -334,7 +335,7 @@ def test_a_live_client_that_misses_the_deadline_is_dropped_and_own_data_clients_
         quiet=True,
     )
     assert own.run() == 2
-    server.join(timeout=120)
+    server.join(timeout=900)
     stop.set()
     slow.join(timeout=30)
     assert "error" not in holder, holder.get("error")
@@ -356,7 +357,7 @@ def test_a_class_continual_target_run_over_grpc_matches_the_simulation(runs_dir)
     server, holder = serve_in_thread(runs_dir, port, clients=2, rounds=4, **stream)
     wait_until_listening(port)
     clients = [honest_client(port, cid) for cid in (0, 1)]
-    server.join(timeout=180)
+    server.join(timeout=900)
     assert "error" not in holder, holder.get("error")
     served = holder["result"].summary
     simulated = fedforge.run(

@@ -82,7 +82,7 @@ def join(port: int, *extra: str) -> subprocess.Popen:
 
 def finish(server: subprocess.Popen, watch: RssWatch, honest: list[subprocess.Popen]) -> tuple[str, int]:
     """Wait (bounded) for serve to exit on its own and the honest clients to finish."""
-    out, errors = server.communicate(timeout=300)
+    out, errors = server.communicate(timeout=900)
     peak = watch.finish()
     assert server.returncode == 0, errors
     assert all(client.wait(timeout=60) == 0 for client in honest)

@@ -31,7 +31,7 @@ def test_a_client_that_prepares_slowly_keeps_its_id_and_trains_round_zero(runs_d
     Server: A is never declared dead, B gets the other id, both train every round."""
     port = free_port()
     backend = {"kind": "remote", "address": f"127.0.0.1:{port}", "device": "cpu"}
-    backend |= {"heartbeat_seconds": 0.5, "heartbeat_timeout": 3}
+    backend |= {"heartbeat_seconds": 0.5, "heartbeat_timeout": 5}
     holder: dict = {}
 
     def serve() -> None:
@@ -47,7 +47,7 @@ def test_a_client_that_prepares_slowly_keeps_its_id_and_trains_round_zero(runs_d
     server.start()
     wait_until_listening(port)
     slow = SlowToPrepare(f"127.0.0.1:{port}", {"backend": {"device": "cpu"}}, quiet=True)
-    slow.delay = 9.0
+    slow.delay = 16.0
     served: dict[str, int] = {}
     first = threading.Thread(target=lambda: served.update(slow=slow.run()), daemon=True)
     first.start()
