@@ -17,7 +17,7 @@ import fedforge
 from fedforge.algorithms.base import ClientResult
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
-from fedforge.deploy.client import RemoteClient, ServerLost
+from fedforge.deploy.client import OWN_CONNECTION, RemoteClient, ServerLost
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.tracking import load_events, load_runs
 
@@ -120,7 +120,7 @@ def honest_client(port, client_id, **kwargs):
 
 def attacker(port, client_id, rounds):
     """A hand-written client: joins properly, then uploads NaN weights, then a stream that lies about its size."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}", OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id))
         served = 0
@@ -160,9 +160,7 @@ def test_a_client_killed_mid_round_does_not_stop_the_round(runs_dir):
     port = free_port()
     server = cli(
         "serve",
-        *digits(
-            runs_dir, 3, 3, "train.local_epochs=60", "backend.heartbeat_seconds=1", "backend.heartbeat_timeout=15"
-        ),
+        *digits(runs_dir, 3, 3, "train.local_epochs=60", "backend.heartbeat_seconds=1", "backend.heartbeat_timeout=15"),
         "--address",
         f"127.0.0.1:{port}",
         "--min-clients",
@@ -303,7 +301,7 @@ def rounds_done(db: Path) -> int:
 
 def laggard(port, client_id, stop: threading.Event):
     """Joins, fetches its jobs, keeps its heartbeat going, and never answers: alive but too slow."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}", OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id))
         session = pb.SessionRef(session=reply.session)

@@ -22,6 +22,7 @@ from fedforge.algorithms.base import ClientContext, ClientJob, ClientResult
 from fedforge.algorithms.fedavg import FedAvg
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
+from fedforge.deploy.client import OWN_CONNECTION
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.tracking import load_events, load_runs
 
@@ -97,7 +98,7 @@ def flood(port: int, stop: threading.Event, connections: int = 64, max_calls: in
     """Unauthenticated denial of service: `connections` connections, each keeping a Join open that
     never sends its request (re-opened whenever the server cuts it), plus upload streams that never
     send a header. Bounded: at most `max_calls` calls, and it stops with the federation."""
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(connections)]
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", OWN_CONNECTION) for _ in range(connections)]
     release = threading.Event()
     seen: dict[str, int] = {}
     opened = 0
@@ -152,7 +153,7 @@ def liar(port: int, token: str, client_id: int) -> list[str]:
     3: an overflowing shape. Every round also: a second upload for the same job."""
     metadata = (("authorization", f"Bearer {token}"),)
     replies: list[str] = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}", OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         reply = stub.Join(pb.JoinRequest(protocol=PROTOCOL, client_id=client_id), metadata=metadata, timeout=30)
         session = pb.SessionRef(session=reply.session)

@@ -13,6 +13,7 @@ import torch
 from fedforge.algorithms.base import ClientJob, ClientResult
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
+from fedforge.deploy.client import OWN_CONNECTION
 from fedforge.deploy.codec import PROTOCOL, Kind, encode, result_payload
 from fedforge.deploy.security import TokenBook
 from fedforge.deploy.server import ClientHub, FederationService, RemoteParams, ServingThread
@@ -56,10 +57,10 @@ def test_calls_that_never_send_their_request_are_cut_off_and_never_starve_heartb
     stalled call at backend.request_timeout with DEADLINE_EXCEEDED."""
     hub, address = server
     release = threading.Event()
-    channels = [grpc.insecure_channel(address) for _ in range(16)]
+    channels = [grpc.insecure_channel(address, OWN_CONNECTION) for _ in range(16)]
     try:
         stalled = [stalled_call(ch, "Join", release, metadata=bearer("token-zero")) for ch in channels]
-        with grpc.insecure_channel(address) as honest:
+        with grpc.insecure_channel(address, OWN_CONNECTION) as honest:
             stub = rpc.FederationStub(honest)
             reply = join(stub, 1, "token-one")
             for _ in range(5):
@@ -79,7 +80,7 @@ def test_a_flood_beyond_the_call_cap_is_refused_at_once_and_the_server_recovers(
     cap, cuts the rest at the deadline, then serves an honest Join normally."""
     _, address = server
     release = threading.Event()
-    channels = [grpc.insecure_channel(address) for _ in range(40)]
+    channels = [grpc.insecure_channel(address, OWN_CONNECTION) for _ in range(40)]
     try:
         stalled = [stalled_call(ch, "Heartbeat", release, metadata=bearer("token-zero")) for ch in channels]
         codes = [code_of(call) for call in stalled]
@@ -88,7 +89,7 @@ def test_a_flood_beyond_the_call_cap_is_refused_at_once_and_the_server_recovers(
         release.set()
         for ch in channels:
             ch.close()
-    with grpc.insecure_channel(address) as honest:
+    with grpc.insecure_channel(address, OWN_CONNECTION) as honest:
         assert join(rpc.FederationStub(honest), 0, "token-zero").client_id == 0
 
 
@@ -97,7 +98,7 @@ def test_a_wrong_token_is_refused_before_the_request_is_read(server):
     (from the metadata), not after the request deadline."""
     _, address = server
     release = threading.Event()
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, OWN_CONNECTION) as channel:
         started = time.monotonic()
         call = stalled_call(channel, "Join", release, metadata=bearer("guessed"))
         assert code_of(call) == grpc.StatusCode.UNAUTHENTICATED
@@ -108,7 +109,7 @@ def test_a_wrong_token_is_refused_before_the_request_is_read(server):
 def test_one_clients_token_cannot_keep_anothers_session_alive(server):
     """Sends: client 1's token on a Heartbeat of client 0's session. Server: PERMISSION_DENIED."""
     hub, address = server
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         zero = join(stub, 0, "token-zero")
         hub.clients[0].last_seen -= 120  # client 0 went quiet
@@ -134,7 +135,7 @@ def test_uploads_are_refused_before_any_memory_is_spent_on_them(server):
     does not grow by the declared gigabytes."""
     hub, address = server
     gib = 2**28  # floats: 1 GiB
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         zero = join(stub, 0, "token-zero")
         before = rss_of_this_process()
@@ -163,7 +164,7 @@ def test_a_result_that_fails_validation_is_answered_as_refused(server):
     the validator's reason, so a client never believes a rejected result counted."""
     hub, address = server
     hub.screen = lambda result: "num_samples too large" if result.num_samples > 1000 else None
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         zero = join(stub, 0, "token-zero")
         hub.dispatch([ClientJob(0, 0, torch.zeros(10))])

@@ -29,6 +29,9 @@ from fedforge.engine.weights import FlatModel
 from fedforge.errors import FedforgeError
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
+# gRPC shares one connection among a process's channels to the same address; a client keeps its
+# own, so clients run as threads of one process never exceed the server's per-connection stream cap.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 HELD = "held by a live session"  # the server's word for an id another live session holds
 
 
@@ -72,8 +75,8 @@ class RemoteClient:
     def channel(self) -> grpc.Channel:
         if self.ca is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=self.ca)
-            return grpc.secure_channel(self.server, credentials, compression=self.compression)
-        return grpc.insecure_channel(self.server, compression=self.compression)
+            return grpc.secure_channel(self.server, credentials, OWN_CONNECTION, compression=self.compression)
+        return grpc.insecure_channel(self.server, OWN_CONNECTION, compression=self.compression)
 
     def run(self) -> int:
         """Serve jobs until the server is done; reconnects on transient errors. Returns rounds served."""
