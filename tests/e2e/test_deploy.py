@@ -1,7 +1,6 @@
 """Real deployment on loopback: a gRPC server and remote clients, as processes and as threads."""
 
 import datetime
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,26 +19,10 @@ from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION, RemoteClient, ServerLost
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.tracking import load_events, load_runs
+from tests.loopback import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 def cli(*args, **kwargs) -> subprocess.Popen:

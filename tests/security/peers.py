@@ -6,9 +6,7 @@ their `release` event is set or the server cuts them off."""
 from __future__ import annotations
 
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,23 +15,6 @@ import grpc
 from fedforge.deploy import fedforge_pb2 as pb
 
 SERVICE = "/fedforge.v1.Federation/"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 def silent(release: threading.Event, first: object | None = None) -> Iterator[object]:

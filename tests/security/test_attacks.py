@@ -25,8 +25,9 @@ from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.tracking import load_events, load_runs
+from tests.loopback import free_port, wait_until_listening
 
-from .peers import RssWatch, free_port, stalled_call, wait_until_listening
+from .peers import RssWatch, stalled_call
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_RSS_BOUND = 1536 * 2**20  # documented in docs/deployment.md ("Limits")
@@ -143,6 +144,7 @@ def test_an_unauthenticated_flood_of_stalled_calls_does_not_stop_the_federation(
     assert run["status"] == "finished" and run["summary"]["rounds"] == ROUNDS
     assert not [e for e in load_events(Path(run["run_dir"])) if e["kind"] == "client_failed"]
     assert abs(served_accuracy(out) - clean_accuracy(runs_dir, 3)) <= 0.01
+    print(f"serve's peak RSS under the flood: {peak / 2**20:.0f} MiB")
     assert peak < SERVER_RSS_BOUND
 
 
@@ -213,4 +215,5 @@ def test_a_lying_authenticated_client_cannot_decide_or_wreck_the_model(runs_dir,
         stored_metrics = db.execute("SELECT COUNT(*) FROM metrics WHERE client_id = 3").fetchone()[0]
     assert trained == (0, 0) and stored_metrics == 0
     assert abs(served_accuracy(out) - clean_accuracy(runs_dir, 4, attacker=3)) <= 0.01
+    print(f"serve's peak RSS under the lying client: {peak / 2**20:.0f} MiB")
     assert peak < SERVER_RSS_BOUND

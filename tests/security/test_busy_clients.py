@@ -10,8 +10,7 @@ import pytest
 
 import fedforge
 from fedforge.deploy.client import RemoteClient
-
-from .peers import free_port, wait_until_listening
+from tests.loopback import free_port, wait_until_listening
 
 pytestmark = pytest.mark.slow
 
