@@ -100,10 +100,6 @@ class Rejected:
     result: ClientResult
     reason: str
 
-    @property
-    def client_id(self) -> int:
-        return self.result.client_id
-
 
 @dataclass
 class Connection:
