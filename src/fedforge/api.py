@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedforge.aggregation.attacks import Attack
 from fedforge.algorithms.base import ALGORITHMS, Algorithm, ServerState
 from fedforge.config import Config, build_config, load_config, merge, read_yaml
 from fedforge.data.federated import FederatedDataset, build_federated_dataset
@@ -179,7 +180,7 @@ class Session:
         self.state = self.algorithm.init_server(self.server, experiment.data)
         self.clients = ClientStore()
         continual = self.cfg.continual
-        self.totals = SummarySink(continual.rounds_per_task if continual is not None else None)
+        self.totals = SummarySink(continual.rounds_per_task if continual is not None else None, experiment.task)
         self.checkpointer = Checkpointer(run_dir / "checkpoints", self.cfg.checkpoint.keep, self.cfg.checkpoint.every)
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
@@ -192,7 +193,8 @@ class Session:
         except CheckpointError as err:
             return 0, f"restarted from round 0: {err}", []
         try:
-            self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras)
+            server_opt = {k: v.to(self.exp.device) for k, v in ckpt.state.server_opt.items()}
+            self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras, server_opt)
             self.clients.restore(ckpt.clients)
             self.totals.load(ckpt.extras["totals"])
             self.elapsed_before = float(ckpt.extras["elapsed"])
@@ -236,7 +238,8 @@ class Session:
         if cfg.tracking.mlflow is not None:
             sinks.append(MlflowSink(cfg.tracking.mlflow, Path(cfg.tracking.runs_dir), run_dir, cfg.to_dict()))
         if not quiet:
-            sinks.append(ProgressSink(cfg.train.rounds, f"{cfg.algorithm.name} on {cfg.data.name}", start_round))
+            title = f"{cfg.algorithm.name} on {cfg.data.name}"
+            sinks.append(ProgressSink(cfg.train.rounds, title, start_round, task=self.exp.task))
         return sinks
 
     def execute(self, quiet: bool, resume: bool = False) -> RunResult:
@@ -290,6 +293,9 @@ class Session:
             sinks=sinks,
             checkpoint=self.save_checkpoint if cfg.checkpoint.every > 0 else None,
             eval_rounds=self.task_ends(),
+            aggregator=cfg.aggregation.resolve()(cfg.aggregation.params),
+            server_opt=cfg.server_opt.resolve()(cfg.server_opt.params),
+            attack=Attack(cfg.attack, cfg.seed) if cfg.attack is not None else None,
         )
         self.federating = True
         try:

@@ -77,9 +77,9 @@ def _config(args: list[str] | None):
 def _print_result(result) -> None:
     s = result.summary
     out.print(f"run directory: {result.run_dir}")
-    what = "linear-probe accuracy" if result.config.task.name == "ssl" else "accuracy"
+    what = result.config.task.resolve().headline.describe()
     out.print(
-        f"final {what}: {s['final_accuracy']:.4f} (best {s['best_accuracy']:.4f}) after {s['rounds']} rounds, "
+        f"final {what}: {_num(s['final_metric'])} (best {_num(s['best_metric'])}) after {s['rounds']} rounds, "
         f"{s['wall_seconds']:.1f} s"
     )
     if s.get("final_metrics"):
@@ -183,9 +183,13 @@ def join(
 ) -> None:
     """Join a federation served by `fedforge serve` and train on local data until it finishes."""
     from fedforge.config import parse_overrides
+    from fedforge.deploy.remote import INSTALL_HINT, grpc_installed
+    from fedforge.errors import ConfigError
+
+    if not grpc_installed():
+        raise ConfigError(f"fedforge join talks gRPC, which is not installed; {INSTALL_HINT}")
     from fedforge.deploy.client import RemoteClient
     from fedforge.deploy.security import read_token
-    from fedforge.errors import ConfigError
 
     items = [item if item.startswith("data.") else f"data.{item}" for item in data or []]
     if device is not None:
@@ -263,8 +267,8 @@ def show_config(
 @app.command("list")
 @user_errors
 def list_plugins() -> None:
-    """List datasets, partitions, models, tasks, algorithms and backends, with their parameters."""
-    from fedforge import ALGORITHMS, DATASETS, EXECUTORS, MODELS, PARTITIONS, TASKS
+    """List datasets, partitions, models, tasks, algorithms, aggregators, server optimizers and backends."""
+    from fedforge import AGGREGATORS, ALGORITHMS, DATASETS, EXECUTORS, MODELS, PARTITIONS, SERVER_OPTIMIZERS, TASKS
     from fedforge.plugins import plugin_params
 
     for registry, section in (
@@ -273,6 +277,8 @@ def list_plugins() -> None:
         (MODELS, "model.name"),
         (TASKS, "task.name"),
         (ALGORITHMS, "algorithm.name"),
+        (AGGREGATORS, "aggregation.name"),
+        (SERVER_OPTIMIZERS, "server_opt.name"),
         (EXECUTORS, "backend.kind"),
     ):
         table = Table(title=f"{registry.kind}s ({section})", title_justify="left", show_lines=False)

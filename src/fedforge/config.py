@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from fedforge.aggregation.attacks import AttackConfig
 from fedforge.errors import ConfigError, FedforgeError
 from fedforge.plugins import StrictModel, plugin_params
 from fedforge.registry import Registry
@@ -161,6 +162,30 @@ class TaskConfig(PluginConfig):
         return TASKS
 
 
+class AggregationConfig(PluginConfig):
+    """How the uploaded models are reduced: `mean` (streams) or a robust aggregator (docs/robustness.md)."""
+
+    name: str = Field("mean", description="aggregator (default mean, the sample-weighted average)")
+
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        from fedforge.aggregation import AGGREGATORS
+
+        return AGGREGATORS
+
+
+class ServerOptConfig(PluginConfig):
+    """The server's step from the reduced uploads (Reddi et al. 2021): none, avgm, adam, yogi, adagrad."""
+
+    name: str = Field("none", description="server optimizer (default none: the reduced model is the new one)")
+
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        from fedforge.aggregation import SERVER_OPTIMIZERS
+
+        return SERVER_OPTIMIZERS
+
+
 class TrainConfig(StrictModel):
     rounds: int = Field(20, ge=1, description="federated rounds (default 20)")
     clients_per_round: int | None = Field(
@@ -210,7 +235,7 @@ class BackendConfig(PluginConfig):
 
     @classmethod
     def registry(cls) -> Registry[Any]:
-        from fedforge.engine.executors import EXECUTORS
+        from fedforge.backends import EXECUTORS
 
         return EXECUTORS
 
@@ -287,6 +312,12 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    aggregation: AggregationConfig = Field(default_factory=lambda: AggregationConfig(name="mean"))
+    server_opt: ServerOptConfig = Field(default_factory=lambda: ServerOptConfig(name="none"))
+    attack: AttackConfig | None = Field(
+        None,
+        description="simulated Byzantine clients, e.g. {kind: sign_flip, fraction: 0.2, strength: 5} (default off)",
+    )
     backend: BackendConfig = Field(default_factory=BackendConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -333,6 +364,21 @@ class Config(StrictModel):
                 "inconsistent",
                 "{cpr} exceeds data.num_clients={n}; sample at most as many clients as exist",
                 {"cpr": self.train.clients_per_round, "n": self.data.num_clients, "subloc": "train.clients_per_round"},
+            )
+        try:
+            self.aggregation.resolve()(self.aggregation.params).check_clients(self.train.clients_per_round)
+        except ValueError as err:
+            raise PydanticCustomError("inconsistent", "{msg}", {"msg": str(err), "subloc": "aggregation"}) from None
+        if (
+            self.attack is not None
+            and self.attack.kind == "label_flip"
+            and (algo.task != "classification" or self.continual)
+        ):
+            raise PydanticCustomError(
+                "inconsistent",
+                "label_flip flips class labels, so it needs a classification run without a continual stream; "
+                "attack a task stream or an ssl run with sign_flip, scale, gaussian or alie",
+                {"subloc": "attack.kind"},
             )
         return self
 
@@ -409,7 +455,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 # Sections whose parameters belong to the plug-in they name: switching the plug-in starts
 # from the new one's defaults instead of inheriting parameters it would not accept.
-PLUGIN_SECTIONS = {("algorithm", "name"), ("model", "name"), ("task", "name"), ("data", "partition", "kind")}
+PLUGIN_SECTIONS = {
+    ("algorithm", "name"),
+    ("model", "name"),
+    ("task", "name"),
+    ("data", "partition", "kind"),
+    ("aggregation", "name"),
+    ("server_opt", "name"),
+}
 
 
 def merge(base: dict[str, Any], update: Mapping[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:

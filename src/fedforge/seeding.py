@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # Purposes; fixed integers so seeds stay stable across versions.
-PARTITION, SPLIT, INIT, SELECTION, CLIENT, DROPOUT, EVAL, CLASS_ORDER, SYNTHESIS = 1, 2, 3, 4, 5, 6, 7, 8, 9
+PARTITION, SPLIT, INIT, SELECTION, CLIENT, DROPOUT, EVAL, CLASS_ORDER, SYNTHESIS, ATTACK = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 
 def derive_seed(seed: int, *keys: int) -> int:

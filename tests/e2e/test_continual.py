@@ -32,13 +32,13 @@ class SpyTarget(Target):
     def local_update(self, ctx: ClientContext, job: ClientJob):
         src = ctx.data.source
         shard = ctx.data.client_train[ctx.client_id]
-        synthetic = job.extras.get("synthetic")
+        synthetic = job.payload.get("synthetic")
         SpyTarget.seen.append(
             {
                 "round": job.round,
                 "labels": set(src.train_y[shard].tolist()),
                 "state": dict(ctx.state),
-                "extras": set(job.extras),
+                "entries": set(job.payload),
                 "synthetic": None if synthetic is None else synthetic.clone(),
             }
         )
@@ -70,7 +70,7 @@ def test_target_remembers_old_classes_that_finetune_forgets_without_keeping_old_
         task = record["round"] // plan.rounds_per_task
         assert record["labels"] <= set(classes[task])
         assert record["state"] == {}
-        assert record["extras"] == (set() if task == 0 else {"teacher", "synthetic"})
+        assert record["entries"] == ({"model"} if task == 0 else {"model", "teacher", "synthetic"})
         if record["synthetic"] is not None:
             assert record["synthetic"].dtype == torch.uint8
             assert not any(bytes(img.numpy()) in real for img in record["synthetic"])

@@ -18,6 +18,7 @@ from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION, RemoteClient, ServerLost
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
+from fedforge.records import MODEL
 from fedforge.tracking import load_events, load_runs
 from tests.loopback import free_port, wait_until_listening
 
@@ -111,12 +112,16 @@ def attacker(port, client_id, rounds):
             job = decode(stub.NextJob(pb.SessionRef(session=reply.session)), max_bytes=2**30)
             if job.kind != Kind.JOB:
                 continue
-            weights = job.tensors["weights"].clone()
+            weights = job.tensors[MODEL].clone()
             if served == 0:
                 weights[::7] = float("nan")
-                chunks = encode(result_payload(ClientResult(client_id, weights, 100), reply.session, job.round))
+                chunks = encode(
+                    result_payload(ClientResult(client_id, {MODEL: weights}, 100), reply.session, job.round)
+                )
             else:
-                chunks = list(encode(result_payload(ClientResult(client_id, weights, 100), reply.session, job.round)))
+                chunks = list(
+                    encode(result_payload(ClientResult(client_id, {MODEL: weights}, 100), reply.session, job.round))
+                )
                 chunks = [chunks[0], pb.Chunk(data=chunks[1].data[:100])]  # far fewer bytes than declared
             stub.SubmitResult(iter(chunks))
             served += 1

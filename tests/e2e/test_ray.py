@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fedforge
-from fedforge.algorithms.base import ServerState, register
+from fedforge.algorithms.base import register
 from fedforge.algorithms.fedavg import FedAvg
 from fedforge.algorithms.fedbn import FedBN
 from fedforge.engine.federation import AllClientsFailed
@@ -78,16 +78,25 @@ def test_ray_ends_with_the_sequential_weights(runs_dir, method):
         assert par.summary["final_personalized_accuracy"] == seq.summary["final_personalized_accuracy"]
 
 
-def test_methods_with_their_own_aggregate_get_every_result(runs_dir):
-    class Median(FedAvg):
-        name = "median"
-
-        def aggregate(self, state, results, round_index):
-            return ServerState(torch.stack([r.weights for r in results]).median(0).values, state.extras)
-
-    seq = run(runs_dir, {}, algorithm=Median)
-    par = run(runs_dir, RAY, algorithm=Median)
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"aggregation": {"name": "krum", "f": 2}, "server_opt": {"name": "adam", "lr": 0.01}},
+        {"aggregation": {"name": "median"}, "attack": {"kind": "sign_flip", "strength": 5}},
+        {"aggregation": {"name": "centered_clip"}, "server_opt": {"name": "avgm"}, "attack": {"kind": "alie"}},
+        {"aggregation": {"name": "geometric_median"}, "attack": {"kind": "gaussian"}},
+        {"aggregation": {"name": "trimmed_mean"}, "server_opt": {"name": "yogi"}, "attack": {"kind": "label_flip"}},
+        {"aggregation": {"name": "multikrum", "f": 1}, "server_opt": {"name": "adagrad"}, "attack": {"kind": "scale"}},
+    ],
+)
+def test_aggregators_server_optimizers_and_attacks_on_ray_match_sequential(runs_dir, sections):
+    seq = run(runs_dir, {}, **sections)
+    par = run(runs_dir, RAY, **sections)
     assert torch.equal(final_weights(par), final_weights(seq))
+    attackers = [
+        [(e["round"], e["client_id"]) for e in load_events(r.run_dir) if e["kind"] == "byzantine"] for r in (seq, par)
+    ]
+    assert attackers[0] == attackers[1] and (len(attackers[0]) == 3 * 2) == ("attack" in sections)
 
 
 def test_a_killed_worker_has_its_clients_rerun_elsewhere(runs_dir, tmp_path):

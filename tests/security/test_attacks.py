@@ -24,6 +24,7 @@ from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
+from fedforge.records import MODEL
 from fedforge.tracking import load_events, load_runs
 from tests.loopback import free_port, wait_until_listening
 
@@ -165,15 +166,17 @@ def liar(port: int, token: str, client_id: int) -> list[str]:
             job = decode(stub.NextJob(session, metadata=metadata, timeout=60), max_bytes=2**30)
             if job.kind != Kind.JOB:
                 continue
-            weights = job.tensors["weights"]
-            result = ClientResult(client_id, weights.clone(), 10**9 if served == 0 else 100, {"train_loss": 0.1})
+            weights = job.tensors[MODEL]
+            result = ClientResult(
+                client_id, {MODEL: weights.clone()}, 10**9 if served == 0 else 100, {"train_loss": 0.1}
+            )
             if served == 1:
-                result.weights = torch.full_like(weights, 3e38)
+                result.update[MODEL] = torch.full_like(weights, 3e38)
             chunks = list(encode(result_payload(result, reply.session, job.round)))
             if served in (2, 3):
                 shape = [2**28] if served == 2 else [0, 2**62, 2**62]
                 del chunks[0].header.tensors[:]
-                chunks[0].header.tensors.add(name="weights", dtype="float32", shape=shape)
+                chunks[0].header.tensors.add(name=MODEL, dtype="float32", shape=shape)
                 chunks = chunks[:1]
             for _ in range(2):  # the second is a duplicate
                 answer = stub.SubmitResult(iter(chunks), metadata=metadata, timeout=60)

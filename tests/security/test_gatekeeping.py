@@ -18,6 +18,7 @@ from fedforge.deploy.codec import PROTOCOL, Kind, encode, result_payload
 from fedforge.deploy.security import TokenBook
 from fedforge.deploy.server import ClientHub, FederationService, RemoteParams, ServingThread
 from fedforge.engine.executors import ClientFailure
+from fedforge.records import MODEL
 
 from .peers import CUT_OFF, code_of, rss_of_this_process, stalled_call
 
@@ -141,13 +142,13 @@ def test_uploads_are_refused_before_any_memory_is_spent_on_them(server):
         before = rss_of_this_process()
         reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
         assert not reply.accepted and "no job of round 0" in reply.reason
-        hub.dispatch([ClientJob(0, 0, torch.zeros(1000))])
+        hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(1000)})])
         reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
         assert not reply.accepted
         with hub.changed:
             failure = hub.results.pop(0)
         assert isinstance(failure, ClientFailure) and "declares more than" in str(failure.error)
-        hub.dispatch([ClientJob(0, 1, torch.zeros(1000))])
+        hub.dispatch([ClientJob(0, 1, {MODEL: torch.zeros(1000)})])
         release = threading.Event()
         call = stalled_call(channel, "SubmitResult", release, upload_header(zero.session, 1, 1000), ZERO)
         assert not call.result(timeout=60).accepted
@@ -167,7 +168,7 @@ def test_a_result_that_fails_validation_is_answered_as_refused(server):
     with grpc.insecure_channel(address, OWN_CONNECTION) as channel:
         stub = rpc.FederationStub(channel)
         zero = join(stub, 0, "token-zero")
-        hub.dispatch([ClientJob(0, 0, torch.zeros(10))])
-        lie = ClientResult(0, torch.zeros(10), 10**9, {"train_loss": 0.1})
+        hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(10)})])
+        lie = ClientResult(0, {MODEL: torch.zeros(10)}, 10**9, {"train_loss": 0.1})
         reply = stub.SubmitResult(encode(result_payload(lie, zero.session, 0)), metadata=ZERO, timeout=30)
         assert not reply.accepted and reply.reason == "num_samples too large"

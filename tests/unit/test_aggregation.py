@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from fedforge.algorithms import ClientResult
+from fedforge.aggregation.reducers import Mean, Median
 from fedforge.algorithms.base import ServerState
 from fedforge.algorithms.fedavg import FedAvg
 from fedforge.engine.aggregation import RoundOutcome, WeightedSum
 from fedforge.engine.executors import ClientFailure
 from fedforge.engine.validation import UpdateValidator
+from fedforge.records import MODEL, UploadSpec
+from tests.rounds import aggregate, result
 
 
 def test_weighted_sum_matches_hand_computation_and_skips_empty_clients():
@@ -42,15 +44,17 @@ def test_partial_sums_merge_to_the_sum_over_all_clients():
 
 def outcomes():
     g = torch.zeros(3)
-    good = [ClientResult(i, torch.full((3,), float(i)), i + 1, {"train_loss": 0.5}) for i in range(3)]
-    bad = ClientResult(7, torch.tensor([0.0, float("nan"), 0.0]), 4)
+    good = [result(i, torch.full((3,), float(i)), i + 1) for i in range(3)]
+    for r in good:
+        r.metrics["train_loss"] = 0.5
+    bad = result(7, [0.0, float("nan"), 0.0], 4)
     return g, good, bad, ClientFailure(9, RuntimeError("boom"))
 
 
 @pytest.mark.parametrize("streaming", [True, False])
 def test_round_outcome_validates_then_sums_or_keeps(streaming):
     g, good, bad, failure = outcomes()
-    outcome = RoundOutcome(UpdateValidator(), g, streaming)
+    outcome = RoundOutcome(UpdateValidator(), {MODEL: UploadSpec.of(g)}, streaming)
     for item in [good[0], bad, failure, good[1], good[2]]:
         outcome.add(item)
     assert [r.client_id for r in outcome.receipts] == [0, 7, 1, 2]
@@ -59,30 +63,27 @@ def test_round_outcome_validates_then_sums_or_keeps(streaming):
     assert [r.client_id for r in outcome.rejected] == [7] and "NaN" in outcome.rejected[0].reason
     assert [f.client_id for f in outcome.failures] == [9]
     if streaming:
-        assert outcome.kept == [] and torch.allclose(outcome.total.mean(), torch.full((3,), 8 / 6))
+        assert outcome.kept == [] and torch.allclose(outcome.sums[MODEL].mean(), torch.full((3,), 8 / 6))
     else:
-        assert outcome.kept == good and outcome.total.weight == 0
+        assert [k.client_id for k in outcome.kept] == [0, 1, 2] and MODEL not in outcome.sums
+        assert [k.weight for k in outcome.kept] == [1, 2, 3]
+    assert torch.allclose(outcome.reduce(Mean())[MODEL], torch.full((3,), 8 / 6))
 
 
 def test_merged_worker_outcomes_are_put_back_in_job_order():
     g, good, bad, failure = outcomes()
-    first, second = (RoundOutcome(UpdateValidator(), g, True) for _ in range(2))
+    first, second = (RoundOutcome(UpdateValidator(), {MODEL: UploadSpec.of(g)}, True) for _ in range(2))
     first.add(good[2])
     second.add(good[0])
     second.add(bad)
     first.merge(second)
     first.order_by([0, 7, 2])
-    assert [r.client_id for r in first.receipts] == [0, 7, 2] and first.total.weight == 4
+    assert [r.client_id for r in first.receipts] == [0, 7, 2] and first.sums[MODEL].weight == 4
 
 
-def test_fedavg_aggregates_by_sum_and_a_custom_aggregate_opts_out():
-    class Median(FedAvg):
-        def aggregate(self, state, results, round_index):
-            return ServerState(torch.stack([r.weights for r in results]).median(0).values)
-
-    assert FedAvg().aggregates_by_sum and not Median().aggregates_by_sum
+def test_any_method_takes_any_aggregator_without_subclassing():
     state = ServerState(torch.zeros(3))
     _, good, _, _ = outcomes()
-    new = FedAvg().aggregate(state, good, 0)
-    assert torch.allclose(new.weights, torch.full((3,), 8 / 6))
-    assert FedAvg().aggregate(state, [ClientResult(0, torch.ones(3), 0)], 0) is state  # nobody had samples
+    assert torch.allclose(aggregate(FedAvg(), state, good, 0).weights, torch.full((3,), 8 / 6))
+    assert torch.equal(aggregate(FedAvg(), state, good, 0, Median()).weights, torch.ones(3))  # values 0, 1, 2
+    assert aggregate(FedAvg(), state, [result(0, torch.ones(3), 0)], 0) is state  # nobody had samples

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedforge.algorithms import ClientResult
 from fedforge.algorithms.continual import TaskView, distillation, frozen_logits, new_task_cross_entropy
 from fedforge.algorithms.fedewc import FedEWC
 from fedforge.algorithms.synthesis import BNStatistics, Generator, SynthesisBudget, Synthesizer, fresh_copy
@@ -15,6 +14,7 @@ from fedforge.data.transforms import BatchTransform
 from fedforge.engine.weights import FlatModel
 from fedforge.errors import ConfigError
 from fedforge.tracking.continual import average_accuracy, continual_markdown, forgetting
+from tests.rounds import aggregate, result
 
 STREAM = {"continual": {"tasks": 5, "rounds_per_task": 3}, "data": {"local_test_fraction": 0.0}}
 
@@ -115,21 +115,21 @@ def test_frozen_logits_use_other_weights_without_touching_the_model():
     assert torch.equal(ctx.flat.read(), before) and ctx.model.training
 
 
-def test_fedewc_accumulates_the_sample_weighted_fisher_and_ignores_malformed_ones():
+def test_fedewc_accumulates_the_sample_weighted_fisher_and_rejects_malformed_ones():
     exp = experiment(algorithm={"name": "fedewc"})
     algo = FedEWC()
     state = algo.init_server(FlatModel(exp.build_model()), exp.data)
-    n = algo.num_params
-    ok = [ClientResult(0, state.weights, 10, extras={"fisher": torch.ones(n)}),
-          ClientResult(1, state.weights, 30, extras={"fisher": torch.full((n,), 3.0)}),
-          ClientResult(2, state.weights, 50, extras={"fisher": torch.full((n,), float("nan"))}),
-          ClientResult(3, state.weights, 50, extras={"fisher": torch.ones(3)})]  # fmt: skip
-    after = algo.aggregate(state, ok, 2)  # the last round of task 0
+    n = algo.layout.num_params
+    ok = [result(0, state.weights, 10, fisher=torch.ones(n)),
+          result(1, state.weights, 30, fisher=torch.full((n,), 3.0)),
+          result(2, state.weights, 50, fisher=torch.full((n,), float("nan"))),  # rejected whole
+          result(3, state.weights, 50, fisher=torch.ones(3))]  # fmt: skip
+    after = aggregate(algo, state, ok, 2)  # the last round of task 0
     assert torch.allclose(after.extras["fisher"], torch.ones(n))  # (10*1 + 30*3) / 40 = 2.5, scaled to max 1
     assert torch.equal(after.extras["teacher"], after.weights)
-    again = algo.aggregate(after, ok[:1], 5)
+    again = aggregate(algo, after, ok[:1], 5)
     assert torch.allclose(again.extras["fisher"], torch.full((n,), 2.0))  # online EWC: added up
-    assert set(algo.client_job(again, 0, 6).extras) == {"teacher", "fisher"}
+    assert set(algo.client_job(again, 0, 6).payload) == {"model", "teacher", "fisher"}
 
 
 def test_bn_statistics_vanish_when_the_batch_matches_the_running_statistics():

@@ -20,27 +20,31 @@ from fedforge.deploy.codec import (
 from fedforge.deploy.security import TokenBook, read_token, warn_if_exposed
 from fedforge.deploy.server import ClientHub, client_config
 from fedforge.errors import ConfigError
+from fedforge.records import MODEL
 
 
 def test_jobs_and_results_roundtrip_exactly_in_chunks_under_grpcs_limit():
     weights = torch.randn(2_000_000)  # 8 MB: several chunks
-    job = ClientJob(3, 7, weights, {"control": torch.arange(5, dtype=torch.int64), "mask": torch.tensor([True, False])})
+    entries = {"control": torch.arange(5, dtype=torch.int64), "mask": torch.tensor([True, False])}
+    job = ClientJob(3, 7, {MODEL: weights, **entries}, attack="label_flip")
     chunks = list(encode(job_payload(job, "s1")))
     assert chunks[0].WhichOneof("part") == "header" and len(chunks) == 1 + 8 + 2
     assert max(len(c.data) for c in chunks[1:]) <= CHUNK_BYTES < 4 * 2**20
     back = job_from(decode(chunks, max_bytes=2**30))
-    assert (back.client_id, back.round) == (3, 7) and torch.equal(back.weights, weights)
-    assert torch.equal(back.extras["control"], job.extras["control"]) and back.extras["mask"].dtype == torch.bool
+    assert (back.client_id, back.round, back.attack) == (3, 7, "label_flip") and torch.equal(back.model, weights)
+    assert torch.equal(back.payload["control"], entries["control"]) and back.payload["mask"].dtype == torch.bool
 
-    result = ClientResult(3, weights[:10], 42, {"train_loss": 0.25, "seconds": 1.5})
+    update = {MODEL: weights[:10], "fisher": torch.ones(3)}
+    result = ClientResult(3, update, 42, {"train_loss": 0.25, "seconds": 1.5}, entry_weights={"fisher": 2.0})
     again = result_from(decode(encode(result_payload(result, "s1", 7)), max_bytes=2**20))
     assert again.num_samples == 42 and again.metrics == {"train_loss": 0.25, "seconds": 1.5}
-    assert torch.equal(again.weights, result.weights)
+    assert set(again.update) == {MODEL, "fisher"} and all(torch.equal(again.update[k], v) for k, v in update.items())
+    assert again.weight("fisher") == 2.0 and again.weight(MODEL) == 42
 
 
 def test_only_tensors_cross_the_network():
-    with pytest.raises(TypeError, match="extras\\['note'\\] is a str"):
-        list(encode(job_payload(ClientJob(0, 0, torch.zeros(2), {"note": "hi"}), "s")))
+    with pytest.raises(TypeError, match="payload entry 'note' is a str"):
+        list(encode(job_payload(ClientJob(0, 0, {MODEL: torch.zeros(2), "note": "hi"}), "s")))
 
 
 def header(*specs, **fields):
@@ -105,10 +109,10 @@ def test_hub_assigns_ids_unambiguously_and_refuses_late_results():
         hub.join(0, None)
     again = hub.join(0, None, previous=first.session)  # a reconnect proves the id is its own
     assert again.session != first.session and hub.touch(first.session) is None
-    hub.dispatch([ClientJob(0, 4, torch.zeros(2))])
+    hub.dispatch([ClientJob(0, 4, {MODEL: torch.zeros(2)})])
     poll = hub.start_poll(again.session)
     assert hub.take_job(again.session, poll).kind == Kind.JOB
-    result = ClientResult(0, torch.zeros(2), 1)
+    result = ClientResult(0, {MODEL: torch.zeros(2)}, 1)
     assert "round 3" in hub.submit(again.session, 0, 3, result)  # not the open round
     assert hub.submit(again.session, 0, 4, result) == ""
     assert "late or duplicate" in hub.submit(again.session, 0, 4, result)
@@ -131,7 +135,7 @@ def test_uploads_are_admitted_before_any_byte_is_read():
     hub = ClientHub(num_clients=2, heartbeat_timeout=10, inflight_budget=3000, upload_limit=lambda sent: 2 * sent)
     a, b = hub.join(0, None), hub.join(1, None)
     assert "no job of round 0" in hub.open_upload(a.session, 0)[1]  # not selected: refused, nothing allocated
-    hub.dispatch([ClientJob(0, 0, torch.zeros(100)), ClientJob(1, 0, torch.zeros(100))])
+    hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(100)}), ClientJob(1, 0, {MODEL: torch.zeros(100)})])
     limit, refused = hub.open_upload(a.session, 0)
     assert (limit, refused) == (2 * 400, "")
     assert "already uploading" in hub.open_upload(a.session, 0)[1]  # one stream per client
@@ -144,9 +148,9 @@ def test_uploads_are_admitted_before_any_byte_is_read():
 def test_a_result_that_fails_the_rounds_screen_is_refused_and_recorded_as_rejected():
     hub = ClientHub(num_clients=1, heartbeat_timeout=10)
     conn = hub.join(0, None)
-    hub.dispatch([ClientJob(0, 0, torch.zeros(2))])
+    hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(2)})])
     hub.screen = lambda result: "num_samples too large" if result.num_samples > 10 else None
-    assert hub.submit(conn.session, 0, 0, ClientResult(0, torch.zeros(2), 10**9)) == "num_samples too large"
+    assert hub.submit(conn.session, 0, 0, ClientResult(0, {MODEL: torch.zeros(2)}, 10**9)) == "num_samples too large"
     assert hub.results[0].reason == "num_samples too large"
 
 

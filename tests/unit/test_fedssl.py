@@ -15,9 +15,11 @@ from fedforge.engine.executors import SequentialExecutor
 from fedforge.engine.weights import FlatModel
 from fedforge.errors import ConfigError
 from fedforge.models import MODELS
+from fedforge.records import MODEL
 from fedforge.tasks.probe import knn_accuracy, labeled_subset, linear_probe
 from fedforge.tasks.ssl import SSLNetwork, SSLTask, byol_loss, nt_xent, strip_classifier
 from fedforge.tasks.views import ViewAugment
+from tests.rounds import aggregate
 
 SETTING = {"data": {"num_clients": 5, "partition": {"kind": "shards", "classes_per_client": 2}}}
 
@@ -144,23 +146,31 @@ def setup(name, **params):
 
 def context(algo, executor, store, cid, r):
     return ClientContext(
-        cid, r, executor.flat, executor.data, executor.task, executor.train, torch.Generator(), store.get(cid)
+        cid,
+        r,
+        executor.flat,
+        executor.data,
+        executor.task,
+        executor.train,
+        torch.Generator(),
+        store.get(cid),
+        role=executor.role,
     )
 
 
 def run_round(algo, state, executor, r, clients=(0, 1, 2, 3, 4)):
     results = [executor.run_one(algo.client_job(state, cid, r)) for cid in clients]
-    return algo.aggregate(state, results, r), results
+    return aggregate(algo, state, results, r), results
 
 
 def test_uploads_hold_only_the_declared_parts():
     algo, state, executor, _ = setup("fedsimclr")
-    online = algo.part_index["online"]
-    assert set(algo.part_index) == {"online"} and len(algo.upload_index) == len(online)
+    online = algo.parts.index["online"]
+    assert set(algo.parts.index) == {"online"} and len(algo.parts.upload) == len(online)
     new_state, results = run_round(algo, state, executor, 0)
-    assert results[0].weights.shape == (len(online),)
+    assert results[0].update[MODEL].shape == (len(online),)
     rest = torch.ones(len(state.weights), dtype=torch.bool)
-    rest[algo.upload_index] = False
+    rest[algo.parts.upload] = False
     assert torch.equal(new_state.weights[rest], state.weights[rest])  # nothing else changes on the server
     assert not torch.equal(new_state.weights[online], state.weights[online])
 
@@ -170,7 +180,7 @@ def test_fedbyol_starts_each_round_with_the_target_equal_to_the_global_online_ne
     state, _ = run_round(algo, state, executor, 0)
     ctx = context(algo, executor, store, 2, 1)
     algo.receive(ctx, algo.client_job(state, 2, 1))
-    assert torch.equal(algo.part(ctx, "target"), state.weights[algo.part_index["online"]])
+    assert torch.equal(algo.part(ctx, "target"), state.weights[algo.parts.index["online"]])
     assert store.peek(2) == {}  # FedBYOL keeps nothing between rounds
 
 
@@ -182,9 +192,9 @@ def test_fedu_takes_the_global_predictor_only_below_the_threshold(threshold, tak
     assert set(kept) >= {"online", "predictor", "target"}
     ctx = context(algo, executor, store, 1, 1)
     algo.receive(ctx, algo.client_job(state, 1, 1))
-    expected = state.weights[algo.part_index["predictor"]] if takes_global else kept["predictor"]
+    expected = state.weights[algo.parts.index["predictor"]] if takes_global else kept["predictor"]
     assert torch.equal(algo.part(ctx, "predictor"), expected)
-    assert torch.equal(algo.part(ctx, "online"), state.weights[algo.part_index["online"]])
+    assert torch.equal(algo.part(ctx, "online"), state.weights[algo.parts.index["online"]])
     assert torch.equal(algo.part(ctx, "target"), kept["target"])  # FedU's target stays local
     assert ctx.metrics["global_predictor"] == float(takes_global)
 
@@ -196,12 +206,12 @@ def test_fedema_lambda_is_set_once_and_mu_follows_the_divergence():
     local = {k: v.clone() for k, v in store.peek(0).items() if isinstance(v, torch.Tensor)}
     ctx = context(algo, executor, store, 0, 1)
     algo.receive(ctx, algo.client_job(state, 0, 1))
-    g_online = state.weights[algo.part_index["online"]]
-    d1 = algo.online_distance(g_online, local["online"])
+    g_online = state.weights[algo.parts.index["online"]]
+    d1 = algo.parts.online_distance(g_online, local["online"])
     assert store.peek(0)["lambda"] == pytest.approx(0.7 / d1)
     assert ctx.metrics["ema_decay"] == pytest.approx(0.7) and ctx.metrics["divergence"] == pytest.approx(d1)
     assert torch.allclose(algo.part(ctx, "online"), 0.7 * local["online"] + 0.3 * g_online, atol=1e-6)
-    g_pred = state.weights[algo.part_index["predictor"]]
+    g_pred = state.weights[algo.parts.index["predictor"]]
     assert torch.allclose(algo.part(ctx, "predictor"), 0.7 * local["predictor"] + 0.3 * g_pred, atol=1e-6)
     assert torch.equal(algo.part(ctx, "target"), local["target"])
     # two rounds later the same lambda scales a new divergence
@@ -273,4 +283,4 @@ def test_a_declared_local_part_never_leaves_the_client():
     ctx = context(algo, executor, store, 4, 1)
     algo.receive(ctx, algo.client_job(state, 4, 1))
     assert torch.equal(algo.part(ctx, "predictor"), store.peek(4)["predictor"])
-    assert torch.equal(algo.part(ctx, "online"), state.weights[algo.part_index["online"]])
+    assert torch.equal(algo.part(ctx, "online"), state.weights[algo.parts.index["online"]])

@@ -1,8 +1,10 @@
 """The Algorithm protocol (DESIGN section 4) and what flows between server and clients.
 
 A method is a subclass: it decides what the server sends (`client_job`), what a client
-does with it (`local_update`), and how results fold back (`aggregate`). The round loop
-in engine/federation.py calls these and knows nothing else about any method.
+does with it (`local_update`), which named entries come back (`upload_specs`) and how the
+reduced entries fold into the global state (`apply`). How the MODEL entry is reduced is the
+`aggregation:` plug-in's business and the server optimizer's, never the method's. The round
+loop in engine/federation.py calls these and knows nothing else about any method.
 """
 
 from __future__ import annotations
@@ -17,47 +19,12 @@ from torch import nn
 
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
-from fedforge.engine.aggregation import WeightedSum
 from fedforge.engine.optim import FlatSGD
 from fedforge.engine.weights import FlatModel, Layout
 from fedforge.plugins import StrictModel
+from fedforge.records import MODEL, ClientJob, ClientResult, ServerState, UploadSpec
 from fedforge.registry import Registry
 from fedforge.tasks import Task
-
-
-@dataclass
-class ServerState:
-    """The global model as a flat vector, plus whatever else a method keeps on the server."""
-
-    weights: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ClientJob:
-    """What the server sends one client for one round."""
-
-    client_id: int
-    round: int
-    weights: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> ClientJob:
-        """This job with its tensors on `device` (a no-op where they are already): a job decoded
-        from the network or shipped to a GPU worker arrives on the CPU."""
-        extras = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
-        return ClientJob(self.client_id, self.round, self.weights.to(device), extras)
-
-
-@dataclass
-class ClientResult:
-    """What one client sends back: its trained weights, sample count and metrics."""
-
-    client_id: int
-    weights: torch.Tensor
-    num_samples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +40,8 @@ class ClientContext:
     generator: torch.Generator
     state: dict[str, Any]  # persistent per-client state (kept in the ClientStore between rounds)
     metrics: dict[str, float] = field(default_factory=dict)  # per-round scalars a method reports (in ClientResult)
+    role: Any = None  # what the method's client side needs from the experiment (Algorithm.client_role)
+    flip_labels: bool = False  # a simulated label-flipping client (attack.kind=label_flip) trains on C-1-y
 
     @property
     def model(self) -> nn.Module:
@@ -92,7 +61,8 @@ class ClientContext:
             order = idx[torch.randperm(len(idx), generator=self.generator).to(idx.device)]
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
-                yield src.train_x[batch], src.train_y[batch]
+                labels = src.train_y[batch]
+                yield src.train_x[batch], self.data.num_classes - 1 - labels if self.flip_labels else labels
 
     def optimizer(self) -> torch.optim.Optimizer | FlatSGD:
         """A fresh local optimizer, as in FedAvg: no optimizer state survives between rounds.
@@ -163,6 +133,14 @@ class Algorithm:
         self.seed = seed  # the run's seed, for server-side randomness (e.g. a generator's noise)
         self.layout: Layout | None = None
 
+    def client_role(self, flat: FlatModel, data: FederatedDataset) -> Any:
+        """What this method's client side needs from the experiment (index sets of model parts, the
+        initial weights of parts never received), derived from a model built by the run's seeded factory
+        and the data alone. Every executor calls it once on its own model and hands it to each local
+        update as `ctx.role`, so a client never depends on what `init_server` left on a server's
+        object; server code that needs the same calls it in `init_server`. Default: None."""
+        return None
+
     # -- server side ----------------------------------------------------------------------
     def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
         """The initial global state; remembers the weight layout for later index work."""
@@ -170,33 +148,34 @@ class Algorithm:
         return ServerState(weights=flat.read())
 
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
-        return ClientJob(client_id=client_id, round=round_index, weights=state.weights)
+        return ClientJob(client_id=client_id, round=round_index, payload={MODEL: state.weights})
 
     def upload_reference(self, state: ServerState) -> torch.Tensor:
-        """The global counterpart of what a client uploads: validation checks size and distance against it."""
+        """The global counterpart of the MODEL entry a client uploads: validation checks size and
+        distance against it, and a server optimizer steps from it."""
         return state.weights
 
-    def aggregate(self, state: ServerState, results: list[ClientResult], round_index: int) -> ServerState:
-        """Fold the round's validated results into the new global state.
+    def upload_specs(self, state: ServerState) -> dict[str, UploadSpec]:
+        """Every entry a result may carry (others are rejected); a method with extras adds its own."""
+        return {MODEL: UploadSpec.of(self.upload_reference(state))}
 
-        Default: the sample-weighted mean of the uploads, handed to `apply_mean`. Override this
-        only when a method needs more than that mean (it then receives every result as a list,
-        and executors cannot sum uploads where they are produced)."""
-        return self.aggregate_sum(state, WeightedSum.of(results), round_index)
+    def trainable_upload(self, state: ServerState) -> torch.Tensor | None:
+        """Which positions of the MODEL entry are parameters (a server optimizer steps only those;
+        buffers such as BN statistics take the reduced value). None: all of them."""
+        assert self.layout is not None
+        return torch.arange(self.layout.size, device=state.weights.device) < self.layout.num_params
 
-    def aggregate_sum(self, state: ServerState, total: WeightedSum, round_index: int) -> ServerState:
-        """`aggregate` from the (partial sums' merged) weighted sum; no contributor keeps the state."""
-        return self.apply_mean(state, total.mean(), round_index) if total.weight > 0 else state
+    def apply(self, state: ServerState, reduced: dict[str, torch.Tensor], round_index: int) -> ServerState:
+        """The new global state from the round's reduced entries (MODEL: the aggregator's output,
+        after the server optimizer's step; every other entry: its weighted mean). A round in which no
+        upload counted has no MODEL entry and leaves the state as it was."""
+        if MODEL not in reduced:
+            return state
+        return self.apply_mean(state, reduced[MODEL], round_index)
 
     def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
-        """The new global state from the sample-weighted mean of the round's uploads."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither apply_mean nor aggregate")
-
-    @property
-    def aggregates_by_sum(self) -> bool:
-        """True when aggregation needs only the weighted sum of uploads: executors then stream
-        results into it (one vector per round in memory, one partial sum per Ray worker)."""
-        return type(self).aggregate is Algorithm.aggregate
+        """The new global state from the reduced MODEL entry (the sample-weighted mean under the default aggregator)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither apply_mean nor apply")
 
     def summary(self, state: ServerState) -> dict[str, Any]:
         """Method-specific entries for summary.json (e.g. the cost of a server-side step)."""

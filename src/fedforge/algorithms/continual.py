@@ -10,7 +10,7 @@ class of the dataset; a task's loss looks at the columns of its own classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -108,11 +108,11 @@ class Finetune(FedAvg):
 
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
         job = super().client_job(state, client_id, round_index)
-        job.extras = self.job_extras(state)
+        job.payload.update(self.job_entries(state))
         return job
 
-    def job_extras(self, state: ServerState) -> dict[str, Any]:
-        """What besides the global weights a client of the current task needs (counted as bytes down)."""
+    def job_entries(self, state: ServerState) -> dict[str, torch.Tensor]:
+        """The payload entries besides the model a client of the current task needs (counted as bytes down)."""
         if self.sends_teacher and "teacher" in state.extras:
             return {"teacher": state.extras["teacher"]}
         return {}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from fedforge.algorithms.base import Algorithm, ClientContext, ClientJob, ClientResult, ServerState, register
+from fedforge.algorithms.base import MODEL, Algorithm, ClientContext, ClientJob, ClientResult, ServerState, register
 
 
 @register("fedavg")
@@ -26,19 +26,21 @@ class FedAvg(Algorithm):
         loss = ctx.run_sgd(self.train.local_epochs, lambda: self.after_backward(ctx, job), self.batch_loss(ctx, job))
         self.finish(ctx, job)
         metrics = {"train_loss": loss, **ctx.metrics}
-        return ClientResult(job.client_id, self.upload(ctx), ctx.num_samples, metrics, self.upload_extras(ctx, job))
+        update = {MODEL: self.upload(ctx), **self.upload_extras(ctx, job)}
+        return ClientResult(job.client_id, update, ctx.num_samples, metrics)
 
     # hooks
     def receive(self, ctx: ClientContext, job: ClientJob) -> None:
         """Put the server's payload into the client's model (here: the whole global model)."""
-        ctx.flat.load(job.weights)
+        ctx.flat.load(job.model)
 
     def upload(self, ctx: ClientContext) -> torch.Tensor:
         """What the client sends back (here: its whole model)."""
         return ctx.flat.read()
 
     def upload_extras(self, ctx: ClientContext, job: ClientJob) -> dict[str, torch.Tensor]:
-        """Tensors sent back besides the model (here: none)."""
+        """Named tensors sent back besides the model, each reduced by its weighted mean (here: none);
+        declare them in `upload_specs`."""
         return {}
 
     def prepare(self, ctx: ClientContext, job: ClientJob) -> None:

@@ -37,25 +37,26 @@ class FedBN(FedAvg):
             default_factory=lambda: ["batch"], description="normalization layers kept local (default [batch])"
         )
 
-    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
+    def client_role(self, flat: FlatModel, data: FederatedDataset) -> torch.Tensor:
+        """The positions of the local normalization layers in the flat vector."""
         kinds = tuple(t for name in self.params.norm_types for t in NORM_TYPES[name])
         prefixes = tuple(f"{name}." for name, m in flat.model.named_modules() if isinstance(m, kinds))
-        self.local_index = flat.layout.indices(lambda key: key.startswith(prefixes))
-        return super().init_server(flat, data)
+        return flat.layout.indices(lambda key: key.startswith(prefixes))
 
-    def _index(self, device: torch.device) -> torch.Tensor:
-        return self.local_index.to(device)
+    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
+        self.local_index = self.client_role(flat, data)  # for personalized evaluation on the server
+        return super().init_server(flat, data)
 
     def prepare(self, ctx: ClientContext, job: ClientJob) -> None:
         if "local" in ctx.state:
-            ctx.flat.vector[self._index(ctx.flat.vector.device)] = ctx.state["local"]
+            ctx.flat.vector[ctx.role.to(ctx.flat.vector.device)] = ctx.state["local"]
 
     def finish(self, ctx: ClientContext, job: ClientJob) -> None:
-        ctx.state["local"] = ctx.flat.vector[self._index(ctx.flat.vector.device)].clone()
+        ctx.state["local"] = ctx.flat.vector[ctx.role.to(ctx.flat.vector.device)].clone()
 
     def personalized_weights(self, state: ServerState, client_state: dict[str, Any]) -> torch.Tensor | None:
         if "local" not in client_state:
             return None
         weights = state.weights.clone()
-        weights[self._index(weights.device)] = client_state["local"].to(weights.device)
+        weights[self.local_index.to(weights.device)] = client_state["local"].to(weights.device)
         return weights

@@ -44,7 +44,7 @@ class FedEMA(FedSSL):
             scale = ctx.state["lambda"] = self.params.tau / divergence
         mu = ema_decay(scale, divergence) if scale is not None else 0.0
         for name in ("online", "predictor"):
-            if name in self.part_index:
+            if name in ctx.role.index:
                 self.set_part(ctx, name, ema_merge(ctx.state[name], self.part(ctx, name), mu))
         self.restore_kept(ctx, "target")
         ctx.metrics.update(divergence=divergence, ema_decay=mu)

@@ -32,7 +32,7 @@ class FedLwF(Finetune):
 
     def batch_loss(self, ctx: ClientContext, job: ClientJob) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         view = TaskView.of(ctx)
-        teacher = job.extras.get("teacher")
+        teacher = job.payload.get("teacher")
         model, transform = ctx.model, ctx.data.transform
         distil = teacher is not None and len(view.old) > 0
 

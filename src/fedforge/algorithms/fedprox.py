@@ -21,4 +21,4 @@ class FedProx(FedAvg):
 
     def after_backward(self, ctx: ClientContext, job: ClientJob) -> None:
         num_params = ctx.flat.layout.num_params
-        ctx.flat.grad.add_(ctx.flat.params() - job.weights[:num_params], alpha=self.params.mu)
+        ctx.flat.grad.add_(ctx.flat.params() - job.model[:num_params], alpha=self.params.mu)

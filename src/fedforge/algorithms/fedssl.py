@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from fedforge.algorithms.base import ClientContext, ClientJob, ServerState, register
+from fedforge.algorithms.base import MODEL, ClientContext, ClientJob, ServerState, register
 from fedforge.algorithms.fedavg import FedAvg
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.weights import FlatModel, Layout
@@ -60,6 +60,17 @@ class LayerDistance:
         return float(sums.sqrt().mean())
 
 
+@dataclass(frozen=True)
+class SSLParts:
+    """Where each part of the SSLNetwork sits in the flat vector: what server and clients of a
+    FedSSL method both derive from the model (`FedSSL.client_role`)."""
+
+    index: dict[str, torch.Tensor]  # part name -> its positions (only the parts the network has)
+    upload: torch.Tensor  # positions of the uploaded parts, in upload order
+    online_distance: LayerDistance
+    initial: torch.Tensor  # the seeded initial model: parts a client never received start from it
+
+
 class DivergenceParams(StrictModel):
     divergence: Literal["global_local", "local_change"] = Field(
         "global_local",
@@ -87,51 +98,60 @@ class FedSSL(FedAvg):
                 "(fedbyol: byol, fedsimsiam: simsiam, fedsimclr: simclr, fedmoco: moco)"
             )
 
-    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
+    def client_role(self, flat: FlatModel, data: FederatedDataset) -> SSLParts:
         if not isinstance(flat.model, SSLNetwork):
             raise ConfigError(f"algorithm '{self.name}' needs task.name=ssl (its model is an SSLNetwork)")
         layout = flat.layout
-        self.part_index = {
+        index = {
             part: idx
             for part, modules in PARTS.items()
             if len(idx := layout.indices(lambda key, m=modules: key.split(".")[0] in m))
         }
-        self.upload_index = torch.cat([self.part_index[p] for p in self.uploads if p in self.part_index])
-        self.online_distance = LayerDistance.for_modules(layout, PARTS["online"])
-        self.initial = flat.read()  # parts a client has never received start from the shared initial model
+        upload = torch.cat([index[p] for p in self.uploads if p in index])
+        return SSLParts(index, upload, LayerDistance.for_modules(layout, PARTS["online"]), flat.read())
+
+    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
+        self.parts = self.client_role(flat, data)
         self._reference: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.empty(0))
         return super().init_server(flat, data)
 
-    def part(self, ctx: ClientContext, name: str) -> torch.Tensor:
+    @staticmethod
+    def part(ctx: ClientContext, name: str) -> torch.Tensor:
         """A copy of one part of the client's current model (compact vector)."""
-        return ctx.flat.vector[self.part_index[name].to(ctx.flat.vector.device)]
+        return ctx.flat.vector[ctx.role.index[name].to(ctx.flat.vector.device)]
 
-    def set_part(self, ctx: ClientContext, name: str, values: torch.Tensor) -> None:
-        ctx.flat.vector[self.part_index[name].to(ctx.flat.vector.device)] = values.to(ctx.flat.vector.device)
+    @staticmethod
+    def set_part(ctx: ClientContext, name: str, values: torch.Tensor) -> None:
+        ctx.flat.vector[ctx.role.index[name].to(ctx.flat.vector.device)] = values.to(ctx.flat.vector.device)
 
     # -- server ---------------------------------------------------------------------------
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
-        return ClientJob(client_id, round_index, self.upload_reference(state))
+        return ClientJob(client_id, round_index, {MODEL: self.upload_reference(state)})
 
     def upload_reference(self, state: ServerState) -> torch.Tensor:
         """The global values of the uploaded parts, gathered once per global state: every job of
         a round shares one copy (a gather per client would hold clients x parts in memory)."""
         held, shared = self._reference
         if held is not state.weights:
-            shared = state.weights[self.upload_index.to(state.weights.device)]
+            shared = state.weights[self.parts.upload.to(state.weights.device)]
             self._reference = (state.weights, shared)
         return shared
 
+    def trainable_upload(self, state: ServerState) -> torch.Tensor | None:
+        assert self.layout is not None
+        return self.parts.upload.to(state.weights.device) < self.layout.num_params
+
     def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
         weights = state.weights.clone()
-        weights[self.upload_index.to(weights.device)] = mean
+        weights[self.parts.upload.to(weights.device)] = mean
         return ServerState(weights, state.extras)
 
     # -- client ---------------------------------------------------------------------------
     def receive(self, ctx: ClientContext, job: ClientJob) -> None:
-        ctx.flat.load(self.initial)
-        ctx.flat.vector[self.upload_index.to(ctx.flat.vector.device)] = job.weights
-        if "target" in self.part_index:  # BYOL's initialization: the target starts as the online network
+        parts: SSLParts = ctx.role
+        ctx.flat.load(parts.initial)
+        ctx.flat.vector[parts.upload.to(ctx.flat.vector.device)] = job.model
+        if "target" in parts.index:  # BYOL's initialization: the target starts as the online network
             self.set_part(ctx, "target", self.part(ctx, "online"))
         if any(name in ctx.state for name in self.keeps):  # it has trained before
             self.merge_local(ctx)
@@ -147,24 +167,24 @@ class FedSSL(FedAvg):
 
     def restore_kept(self, ctx: ClientContext, name: str) -> None:
         """Put back the client's own copy of a part, where the network has it and the client kept it."""
-        if name in self.part_index and name in ctx.state:
+        if name in ctx.role.index and name in ctx.state:
             self.set_part(ctx, name, ctx.state[name])
 
     def finish(self, ctx: ClientContext, job: ClientJob) -> None:
         for name in self.keeps:
-            if name in self.part_index:
+            if name in ctx.role.index:
                 ctx.state[name] = self.part(ctx, name).clone()
         if "online_start" in ctx.state:  # how far local training moved the online network
-            ctx.state["local_change"] = self.online_distance(ctx.state.pop("online_start"), ctx.state["online"])
+            ctx.state["local_change"] = ctx.role.online_distance(ctx.state.pop("online_start"), ctx.state["online"])
 
     def upload(self, ctx: ClientContext) -> torch.Tensor:
-        return ctx.flat.vector[self.upload_index.to(ctx.flat.vector.device)].clone()
+        return ctx.flat.vector[ctx.role.upload.to(ctx.flat.vector.device)].clone()
 
     def divergence(self, ctx: ClientContext) -> float:
         """How far this client is from the global model, by the configured measure."""
         if self.params.divergence == "local_change":
             return float(ctx.state["local_change"])
-        return self.online_distance(self.part(ctx, "online"), ctx.state["online"])
+        return ctx.role.online_distance(self.part(ctx, "online"), ctx.state["online"])
 
 
 @register("fedbyol")

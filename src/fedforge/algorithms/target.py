@@ -82,11 +82,11 @@ class Target(FedLwF):
         synthetic = result.images.to(state.weights.device)
         return ServerState(state.weights, {**state.extras, "synthetic": synthetic, "synthesis": log})
 
-    def job_extras(self, state: ServerState) -> dict[str, Any]:
-        extras = super().job_extras(state)
-        if "teacher" in extras:
-            extras["synthetic"] = state.extras["synthetic"]
-        return extras
+    def job_entries(self, state: ServerState) -> dict[str, torch.Tensor]:
+        entries = super().job_entries(state)
+        if "teacher" in entries:
+            entries["synthetic"] = state.extras["synthetic"]
+        return entries
 
     def summary(self, state: ServerState) -> dict[str, Any]:
         return {"synthesis": state.extras.get("synthesis", [])}
@@ -96,7 +96,7 @@ class Target(FedLwF):
         self, ctx: ClientContext, job: ClientJob, inputs: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch of the synthetic set, augmented like real data, and the local model's outputs there."""
-        synthetic = job.extras["synthetic"]
+        synthetic = job.payload["synthetic"]
         size = self.params.synthetic_batch_size or self.train.batch_size
         idx = torch.randint(len(synthetic), (size,), generator=ctx.generator).to(synthetic.device)
         kd_inputs = ctx.data.transform(synthetic[idx], ctx.generator)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedforge.algorithms.base import ClientJob, ClientResult
+from fedforge.algorithms.base import MODEL, ClientJob, ClientResult
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.errors import FedforgeError
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: tensors named by payload entry, entry weights, simulated attacks
 CHUNK_BYTES = 1 << 20  # well under gRPC's 4 MiB message limit
 MAX_MESSAGE_BYTES = CHUNK_BYTES + (1 << 20)  # one chunk plus a header: larger messages are refused by gRPC
 MAX_TENSORS, MAX_DIMS, MAX_METRICS, MAX_NAME, MAX_ERROR = 1024, 8, 256, 256, 4096
@@ -49,6 +49,8 @@ class Payload:
     metrics: dict[str, float] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     error: str = ""
+    entry_weights: dict[str, float] = field(default_factory=dict)
+    attack: str = ""
 
 
 def encode(payload: Payload) -> Iterator[pb.Chunk]:
@@ -61,6 +63,8 @@ def encode(payload: Payload) -> Iterator[pb.Chunk]:
         num_samples=payload.num_samples,
         metrics={k: float(v) for k, v in payload.metrics.items()},
         error=payload.error,
+        entry_weights={k: float(v) for k, v in payload.entry_weights.items()},
+        attack=payload.attack,
     )
     arrays = []
     for name, tensor in payload.tensors.items():
@@ -132,6 +136,8 @@ class PayloadReader:
             metrics=dict(header.metrics),
             tensors=tensors,
             error=header.error,
+            entry_weights=dict(header.entry_weights),
+            attack=header.attack,
         )
 
 
@@ -144,6 +150,10 @@ def check_header(header: pb.PayloadHeader) -> None:
         raise MalformedPayload(f"tensor names must be unique and at most {MAX_NAME} characters")
     if len(header.metrics) > MAX_METRICS or any(len(key) > MAX_NAME for key in header.metrics):
         raise MalformedPayload(f"at most {MAX_METRICS} metrics with names of at most {MAX_NAME} characters")
+    if len(header.entry_weights) > MAX_TENSORS or any(len(key) > MAX_NAME for key in header.entry_weights):
+        raise MalformedPayload(f"at most {MAX_TENSORS} entry weights with names of at most {MAX_NAME} characters")
+    if len(header.attack) > MAX_NAME:
+        raise MalformedPayload(f"an attack name longer than {MAX_NAME} characters")
     if len(header.error) > MAX_ERROR:
         raise MalformedPayload(f"an error message longer than {MAX_ERROR} characters")
 
@@ -157,36 +167,33 @@ def decode(chunks: Iterable[pb.Chunk], max_bytes: int) -> Payload:
     return reader.finish()
 
 
-def _with_extras(weights: torch.Tensor, extras: dict) -> dict[str, torch.Tensor]:
-    tensors = {"weights": weights}
-    for key, value in extras.items():
+def _tensors(entries: dict[str, object]) -> dict[str, torch.Tensor]:
+    for key, value in entries.items():
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"extras['{key}'] is a {type(value).__name__}; only tensors cross the network")
-        tensors[f"extras.{key}"] = value
-    return tensors
-
-
-def _extras(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name.removeprefix("extras."): t for name, t in tensors.items() if name.startswith("extras.")}
+            raise TypeError(f"payload entry '{key}' is a {type(value).__name__}; only tensors cross the network")
+    return dict(entries)  # type: ignore[arg-type]
 
 
 def job_payload(job: ClientJob, session: str) -> Payload:
-    return Payload(Kind.JOB, session, job.client_id, job.round, tensors=_with_extras(job.weights, job.extras))
+    return Payload(Kind.JOB, session, job.client_id, job.round, tensors=_tensors(job.payload), attack=job.attack)
 
 
 def job_from(payload: Payload) -> ClientJob:
-    if "weights" not in payload.tensors:
-        raise MalformedPayload("a job without weights")
-    return ClientJob(payload.client_id, payload.round, payload.tensors["weights"], _extras(payload.tensors))
+    if MODEL not in payload.tensors:
+        raise MalformedPayload(f"a job without its '{MODEL}' entry")
+    return ClientJob(payload.client_id, payload.round, payload.tensors, payload.attack)
 
 
 def result_payload(result: ClientResult, session: str, round_index: int) -> Payload:
-    tensors = _with_extras(result.weights, result.extras)
     metrics = {k: float(v) for k, v in result.metrics.items()}
-    return Payload(Kind.RESULT, session, result.client_id, round_index, result.num_samples, metrics, tensors)
+    return Payload(
+        Kind.RESULT, session, result.client_id, round_index, result.num_samples, metrics, _tensors(result.update),
+        entry_weights=dict(result.entry_weights),
+    )  # fmt: skip
 
 
 def result_from(payload: Payload) -> ClientResult:
-    """The upload as a ClientResult; a missing weights tensor is left to validation (it is rejected there)."""
-    weights = payload.tensors.get("weights", torch.empty(0))
-    return ClientResult(payload.client_id, weights, int(payload.num_samples), payload.metrics, _extras(payload.tensors))
+    """The upload as a ClientResult; missing or unexpected entries are left to validation (it rejects them)."""
+    return ClientResult(
+        payload.client_id, payload.tensors, int(payload.num_samples), payload.metrics, payload.entry_weights
+    )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64\x66orge/deploy/fedforge.proto\x12\x0b\x66\x65\x64\x66orge.v1\"C\n\x0bJoinRequest\x12\x10\n\x08protocol\x18\x01 \x01(\x05\x12\x11\n\tclient_id\x18\x02 \x01(\x03\x12\x0f\n\x07session\x18\x03 \x01(\t\"_\n\tJoinReply\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x03 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x04 \x01(\x01\"\x1d\n\nSessionRef\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xda\x02\n\rPayloadHeader\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedforge.v1.PayloadHeader.Kind\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\x03\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x38\n\x07metrics\x18\x06 \x03(\x0b\x32\'.fedforge.v1.PayloadHeader.MetricsEntry\x12(\n\x07tensors\x18\x07 \x03(\x0b\x32\x17.fedforge.v1.TensorSpec\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x04Kind\x12\x07\n\x03JOB\x10\x00\x12\n\n\x06RESULT\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\"M\n\x05\x43hunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedforge.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\x83\x02\n\nFederation\x12\x38\n\x04Join\x12\x18.fedforge.v1.JoinRequest\x1a\x16.fedforge.v1.JoinReply\x12\x41\n\tHeartbeat\x12\x17.fedforge.v1.SessionRef\x1a\x1b.fedforge.v1.HeartbeatReply\x12\x38\n\x07NextJob\x12\x17.fedforge.v1.SessionRef\x1a\x12.fedforge.v1.Chunk0\x01\x12>\n\x0cSubmitResult\x12\x12.fedforge.v1.Chunk\x1a\x18.fedforge.v1.SubmitReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64\x66orge/deploy/fedforge.proto\x12\x0b\x66\x65\x64\x66orge.v1\"C\n\x0bJoinRequest\x12\x10\n\x08protocol\x18\x01 \x01(\x05\x12\x11\n\tclient_id\x18\x02 \x01(\x03\x12\x0f\n\x07session\x18\x03 \x01(\t\"_\n\tJoinReply\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_yaml\x18\x03 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x04 \x01(\x01\"\x1d\n\nSessionRef\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x1f\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe4\x03\n\rPayloadHeader\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.fedforge.v1.PayloadHeader.Kind\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\x03\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x38\n\x07metrics\x18\x06 \x03(\x0b\x32\'.fedforge.v1.PayloadHeader.MetricsEntry\x12(\n\x07tensors\x18\x07 \x03(\x0b\x32\x17.fedforge.v1.TensorSpec\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x43\n\rentry_weights\x18\t \x03(\x0b\x32,.fedforge.v1.PayloadHeader.EntryWeightsEntry\x12\x0e\n\x06\x61ttack\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x33\n\x11\x45ntryWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x04Kind\x12\x07\n\x03JOB\x10\x00\x12\n\n\x06RESULT\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\"M\n\x05\x43hunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedforge.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\x83\x02\n\nFederation\x12\x38\n\x04Join\x12\x18.fedforge.v1.JoinRequest\x1a\x16.fedforge.v1.JoinReply\x12\x41\n\tHeartbeat\x12\x17.fedforge.v1.SessionRef\x1a\x1b.fedforge.v1.HeartbeatReply\x12\x38\n\x07NextJob\x12\x17.fedforge.v1.SessionRef\x1a\x12.fedforge.v1.Chunk0\x01\x12>\n\x0cSubmitResult\x12\x12.fedforge.v1.Chunk\x1a\x18.fedforge.v1.SubmitReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PAYLOADHEADER_METRICSENTRY']._loaded_options = None
   _globals['_PAYLOADHEADER_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_PAYLOADHEADER_ENTRYWEIGHTSENTRY']._loaded_options = None
+  _globals['_PAYLOADHEADER_ENTRYWEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_JOINREQUEST']._serialized_start=47
   _globals['_JOINREQUEST']._serialized_end=114
   _globals['_JOINREPLY']._serialized_start=116
@@ -46,13 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORSPEC']._serialized_start=326
   _globals['_TENSORSPEC']._serialized_end=382
   _globals['_PAYLOADHEADER']._serialized_start=385
-  _globals['_PAYLOADHEADER']._serialized_end=731
-  _globals['_PAYLOADHEADER_METRICSENTRY']._serialized_start=636
-  _globals['_PAYLOADHEADER_METRICSENTRY']._serialized_end=682
-  _globals['_PAYLOADHEADER_KIND']._serialized_start=684
-  _globals['_PAYLOADHEADER_KIND']._serialized_end=731
-  _globals['_CHUNK']._serialized_start=733
-  _globals['_CHUNK']._serialized_end=810
-  _globals['_FEDERATION']._serialized_start=813
-  _globals['_FEDERATION']._serialized_end=1072
+  _globals['_PAYLOADHEADER']._serialized_end=869
+  _globals['_PAYLOADHEADER_METRICSENTRY']._serialized_start=721
+  _globals['_PAYLOADHEADER_METRICSENTRY']._serialized_end=767
+  _globals['_PAYLOADHEADER_ENTRYWEIGHTSENTRY']._serialized_start=769
+  _globals['_PAYLOADHEADER_ENTRYWEIGHTSENTRY']._serialized_end=820
+  _globals['_PAYLOADHEADER_KIND']._serialized_start=822
+  _globals['_PAYLOADHEADER_KIND']._serialized_end=869
+  _globals['_CHUNK']._serialized_start=871
+  _globals['_CHUNK']._serialized_end=948
+  _globals['_FEDERATION']._serialized_start=951
+  _globals['_FEDERATION']._serialized_end=1210
 # @@protoc_insertion_point(module_scope)

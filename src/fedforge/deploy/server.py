@@ -18,11 +18,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 import yaml
-from pydantic import Field
 
 from fedforge.algorithms.base import ClientJob, ClientResult
 from fedforge.deploy import fedforge_pb2 as pb
@@ -37,50 +36,11 @@ from fedforge.deploy.codec import (
     job_payload,
     result_from,
 )
+from fedforge.deploy.remote import RemoteParams
 from fedforge.deploy.security import TokenBook, bearer, server_credentials, warn_if_exposed
 from fedforge.engine.aggregation import RoundOutcome
 from fedforge.engine.executors import EXECUTORS, ClientFailure, Executor
 from fedforge.engine.weights import payload_bytes
-from fedforge.plugins import StrictModel
-
-
-class RemoteParams(StrictModel):
-    address: str = Field("127.0.0.1:50051", description="host:port to serve on (port 0: any free port)")
-    min_clients: int | None = Field(
-        None, ge=1, description="connected clients needed to start a round (default: all of data.num_clients)"
-    )
-    min_results: int = Field(1, ge=1, description="results needed to close a round at its deadline (default 1)")
-    round_timeout: float = Field(600.0, gt=0, description="seconds a round waits for results (default 600)")
-    connect_timeout: float = Field(600.0, gt=0, description="seconds to wait for min_clients (default 600)")
-    heartbeat_seconds: float = Field(2.0, gt=0, description="how often clients send a heartbeat (default 2)")
-    heartbeat_timeout: float = Field(10.0, gt=0, description="silence after which a client is dropped (default 10)")
-    token_file: str | None = Field(None, description="tokens clients must present: TOKEN or ID:TOKEN per line")
-    tls_cert: str | None = Field(None, description="PEM certificate chain for TLS (with tls_key)")
-    tls_key: str | None = Field(None, description="PEM private key for TLS (with tls_cert)")
-    max_upload_mb: float | None = Field(
-        None, gt=0, description="largest upload accepted, in MiB (default: 4x what the client was sent, plus 1 MiB)"
-    )
-    max_inflight_upload_mb: float = Field(
-        2048.0, gt=0, description="uploads being received at once may declare at most this many MiB (default 2048)"
-    )
-    max_samples: int | None = Field(
-        None,
-        ge=1,
-        description="largest num_samples an upload may claim; more is rejected (default: the largest training "
-        "shard of the server's own partition; set it for clients on their own data)",
-    )
-    request_timeout: float = Field(
-        10.0, gt=0, description="seconds a call may take to send its request, or an upload its next chunk (default 10)"
-    )
-    max_concurrent_rpcs: int = Field(
-        512, ge=8, description="calls served at once; more are refused with RESOURCE_EXHAUSTED (default 512)"
-    )
-    max_streams_per_connection: int = Field(
-        8, ge=3, description="calls one connection may have open at once (HTTP/2 streams; default 8)"
-    )
-    shutdown_timeout: float = Field(10.0, gt=0, description="seconds the server waits for calls to end at exit")
-    compression: Literal["none", "gzip"] = Field("none", description="compress what the server sends (default none)")
-
 
 COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 
@@ -196,7 +156,7 @@ class ClientHub:
             for job in jobs:
                 conn = self.clients[job.client_id]
                 conn.job = job_payload(job, conn.session)
-                conn.job_bytes = payload_bytes(job.weights, job.extras)
+                conn.job_bytes = payload_bytes(job.payload)
                 self.awaited[job.client_id] = job.round
             self._notify()
 

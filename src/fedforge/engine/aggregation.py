@@ -1,21 +1,28 @@
-"""How a round's client outcomes are collected before the server folds them in.
+"""How a round's client outcomes are collected and reduced before the server folds them in.
 
-Most methods aggregate with a sample-weighted sum of the uploads (FedAvg and everything
-built on its hooks). For those, each result is validated and added to a running sum as it
-arrives and its weights are dropped: a round holds one vector however many clients report,
-and a Ray worker returns one partial sum for all its clients. Methods that override
-`Algorithm.aggregate` get the validated results as a list instead.
+Each result is validated entry by entry (`Algorithm.upload_specs`) as it arrives. Entries that
+reduce by their weighted mean (every entry but the model under a robust aggregator) are added
+to a float64 running sum and dropped: a round holds one vector per entry however many clients
+report, and a Ray worker returns one partial sum per entry for all its clients. Under a robust
+aggregator the model entries are kept (in job order) and reduced together at the end.
+
+Simulated Byzantine clients' results are held back whole until the round's results are in,
+then corrupted (aggregation/attacks.py) and admitted like any other: every executor produces
+honest results and the attack acts at the same place for all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from fedforge.aggregation.reducers import Aggregator
 from fedforge.engine.validation import Rejection, UpdateValidator
 from fedforge.engine.weights import payload_bytes
+from fedforge.records import MODEL, ClientResult, UploadSpec
 
 
 def _accumulator_dtype(vector: torch.Tensor) -> torch.dtype:
@@ -56,18 +63,10 @@ class WeightedSum:
             raise ValueError("the weighted mean of no uploads is undefined")
         return (self.total / self.weight).to(torch.float32)
 
-    @classmethod
-    def of(cls, results: list[Any]) -> WeightedSum:
-        """The sample-weighted sum of results' uploads (clients without samples do not count)."""
-        total = cls()
-        for result in results:
-            total.add(result.weights, result.num_samples)
-        return total
-
 
 @dataclass
 class ClientReceipt:
-    """What the round record keeps of one client's result (its weights may be summed away)."""
+    """What the round record keeps of one client's result (its tensors may be summed away)."""
 
     client_id: int
     num_samples: int
@@ -77,54 +76,100 @@ class ClientReceipt:
 
 
 @dataclass
-class RoundOutcome:
-    """A round's outcomes as they arrive: validated, then summed (weighted-sum methods) or kept whole.
+class KeptUpload:
+    """One client's MODEL entry, kept whole for an aggregator that needs them all."""
 
-    `reference` is the global counterpart of an upload (`Algorithm.upload_reference`).
-    """
+    client_id: int
+    vector: torch.Tensor
+    weight: float
+
+
+@dataclass
+class RoundOutcome:
+    """A round's outcomes as they arrive: validated, then summed per entry or kept whole.
+
+    `specs`: what a result may carry (`Algorithm.upload_specs`); `streaming`: whether the MODEL
+    entry is reduced by its weighted mean (the aggregator streams); `byzantine`: clients whose
+    results are held for the attack simulation."""
 
     validator: UpdateValidator
-    reference: torch.Tensor
+    specs: dict[str, UploadSpec]
     streaming: bool
+    byzantine: frozenset[int] = frozenset()
     receipts: list[ClientReceipt] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     failures: list[Any] = field(default_factory=list)  # ClientFailure from the executors
-    kept: list[Any] = field(default_factory=list)  # whole ClientResults (non-streaming methods only)
-    total: WeightedSum = field(default_factory=WeightedSum)
+    sums: dict[str, WeightedSum] = field(default_factory=dict)
+    kept: list[KeptUpload] = field(default_factory=list)
+    held: list[ClientResult] = field(default_factory=list)
+
+    @property
+    def reference(self) -> torch.Tensor:
+        """The global counterpart of the MODEL entry."""
+        reference = self.specs[MODEL].reference
+        assert reference is not None
+        return reference
 
     def screen(self, result: Any) -> str | None:
         """Why `result` may not be aggregated this round, or None (callable from any thread)."""
-        rejection = self.validator.verdict(result, self.reference)
+        rejection = self.validator.verdict(result, self.specs)
         return None if rejection is None else rejection.reason
 
     def add(self, outcome: Any) -> None:
         """One client's ClientResult or ClientFailure."""
-        if not hasattr(outcome, "weights"):
+        if not isinstance(outcome, ClientResult):
             self.failures.append(outcome)
-            return
-        reason = self.screen(outcome)
-        if reason is not None:
-            self.reject(outcome, reason)
-            return
-        bytes_up = payload_bytes(outcome.weights, outcome.extras)
-        self.receipts.append(ClientReceipt(outcome.client_id, outcome.num_samples, outcome.metrics, bytes_up, True))
-        if self.streaming:
-            self.total.add(outcome.weights, outcome.num_samples)
+        elif outcome.client_id in self.byzantine:
+            self.held.append(outcome)
         else:
-            self.kept.append(outcome)
+            self.admit(outcome)
+
+    def admit(self, result: ClientResult) -> None:
+        """Validate one result and fold in its entries."""
+        reason = self.screen(result)
+        if reason is not None:
+            self.reject(result, reason)
+            return
+        bytes_up = payload_bytes(result.update)
+        self.receipts.append(ClientReceipt(result.client_id, result.num_samples, result.metrics, bytes_up, True))
+        for name, tensor in result.update.items():
+            if name == MODEL and not self.streaming:
+                if result.weight(name) > 0:  # as in the mean: a client without samples has no say
+                    self.kept.append(KeptUpload(result.client_id, tensor, result.weight(name)))
+            else:
+                self.sums.setdefault(name, WeightedSum()).add(tensor, result.weight(name))
 
     def reject(self, result: Any, reason: str) -> None:
         """Record a result that failed validation: its bytes count, its claims (samples, metrics) do not."""
-        bytes_up = payload_bytes(result.weights, result.extras) if isinstance(result.weights, torch.Tensor) else 0
+        update = getattr(result, "update", None)
+        bytes_up = payload_bytes(update) if isinstance(update, dict) else 0
         self.receipts.append(ClientReceipt(result.client_id, 0, {}, bytes_up, False))
         self.rejected.append(Rejection(result.client_id, reason))
 
+    def release_held(self, corrupt: Callable[[list[ClientResult]], list[ClientResult]]) -> None:
+        """Admit the held Byzantine results once `corrupt` (the attack) has turned them."""
+        held, self.held = self.held, []
+        for result in corrupt(held) if held else []:
+            self.admit(result)
+
+    def reduce(self, aggregator: Aggregator) -> dict[str, torch.Tensor]:
+        """Every entry that some upload carried, reduced: MODEL by `aggregator`, the rest by weighted mean."""
+        reduced = {name: total.mean() for name, total in self.sums.items() if total.weight > 0}
+        if self.kept:
+            stacked = torch.stack([k.vector.to(self.reference.device) for k in self.kept])
+            weights = torch.tensor([k.weight for k in self.kept], dtype=torch.float64, device=stacked.device)
+            reduced[MODEL] = aggregator.reduce(stacked, weights, self.reference)
+        return reduced
+
     def to(self, device: torch.device | str) -> RoundOutcome:
-        """Move the summed and kept weights (e.g. a GPU worker's, to the CPU before shipping)."""
-        if self.total.total is not None:
-            self.total.total = self.total.total.to(device)
-        for result in self.kept:
-            result.weights = result.weights.to(device)
+        """Move the summed, kept and held tensors (e.g. a GPU worker's, to the CPU before shipping)."""
+        for total in self.sums.values():
+            if total.total is not None:
+                total.total = total.total.to(device)
+        for upload in self.kept:
+            upload.vector = upload.vector.to(device)
+        for result in self.held:
+            result.update = {k: v.to(device) for k, v in result.update.items()}
         return self
 
     def merge(self, other: RoundOutcome) -> None:
@@ -134,10 +179,12 @@ class RoundOutcome:
         self.rejected += other.rejected
         self.failures += other.failures
         self.kept += other.kept
-        self.total.merge(other.total)
+        self.held += other.held
+        for name, total in other.sums.items():
+            self.sums.setdefault(name, WeightedSum()).merge(total)
 
     def order_by(self, client_ids: list[int]) -> None:
-        """Put receipts and kept results in job order, whichever worker produced them."""
+        """Put receipts, kept and held results in job order, whichever worker produced them."""
         position = {cid: i for i, cid in enumerate(client_ids)}
-        for items in (self.receipts, self.rejected, self.failures, self.kept):
+        for items in (self.receipts, self.rejected, self.failures, self.kept, self.held):
             items.sort(key=lambda item: position.get(item.client_id, len(position)))

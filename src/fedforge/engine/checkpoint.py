@@ -86,6 +86,7 @@ class Checkpointer:
                 "round": round_index,
                 "weights": state.weights.cpu(),
                 "server_extras": _to_cpu(state.extras),
+                "server_opt": _to_cpu(state.server_opt),
                 "clients": {cid: _to_cpu(s) for cid, s in clients.items()},
                 "rng": rng_states(),
                 "extras": extras,
@@ -128,7 +129,7 @@ class Checkpointer:
         _check_contents(path, blob, expected_size)
         return Checkpoint(
             round=int(blob["round"]),
-            state=ServerState(blob["weights"], blob["server_extras"]),
+            state=ServerState(blob["weights"], blob["server_extras"], blob.get("server_opt", {})),
             clients={int(k): v for k, v in blob["clients"].items()},
             extras={**blob["extras"], "rng": blob["rng"]},
             path=path,
@@ -158,6 +159,8 @@ def _check_contents(path: Path, blob: Any, expected_size: int | None) -> None:
     if not isinstance(blob, dict):
         raise CheckpointError(f"checkpoint '{path}' does not hold a fedforge checkpoint's fields")
     missing = [key for key, kind in CONTENTS.items() if not isinstance(blob.get(key), kind)]
+    if not isinstance(blob.get("server_opt", {}), dict):  # absent in checkpoints written before server optimizers
+        missing.append("server_opt")
     if missing:
         raise CheckpointError(f"checkpoint '{path}' lacks or has malformed fields: {', '.join(missing)}")
     weights = blob["weights"]

@@ -87,6 +87,7 @@ class SequentialExecutor(Executor):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.flat = FlatModel(self.model_factory().to(self.device))
+        self.role = self.algorithm.client_role(self.flat, self.data)  # derived here, never read off the server
 
     def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
         for job in jobs:
@@ -103,6 +104,8 @@ class SequentialExecutor(Executor):
             train=self.train,
             generator=torch.Generator().manual_seed(client_seed),
             state=self.client_store.get(job.client_id),
+            role=self.role,
+            flip_labels=job.attack == "label_flip",
         )
         start = time.perf_counter()
         # Layers that draw from the global RNG (dropout) get a per-client stream too. Only the
@@ -121,8 +124,3 @@ class SequentialExecutor(Executor):
             torch.cuda.synchronize(self.device)
         result.metrics["seconds"] = time.perf_counter() - start
         return result
-
-
-# Registered beside "sequential": "ray" (Ray itself is imported only when used) and "remote" (gRPC).
-from fedforge.deploy import server  # noqa: E402,F401
-from fedforge.engine import ray_executor  # noqa: E402,F401

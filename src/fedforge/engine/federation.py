@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fedforge.algorithms.base import Algorithm, ClientJob, ServerState
+import torch
+
+from fedforge.aggregation.attacks import Attack
+from fedforge.aggregation.reducers import Aggregator, Mean
+from fedforge.aggregation.server_opt import NoServerOptimizer, ServerOptimizer
+from fedforge.algorithms.base import MODEL, Algorithm, ClientJob, ServerState
 from fedforge.engine.aggregation import RoundOutcome
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.evaluation import EvalMetrics, RoundEvaluator
@@ -70,12 +75,19 @@ class Federation:
         sinks: Sequence[RoundSink] = (),
         checkpoint: Callable[[int, ServerState], None] | None = None,
         eval_rounds: frozenset[int] = frozenset(),
+        aggregator: Aggregator | None = None,
+        server_opt: ServerOptimizer | None = None,
+        attack: Attack | None = None,
     ) -> None:
         self.algorithm, self.executor, self.selector = algorithm, executor, selector
         self.validator, self.evaluator, self.client_store = validator, evaluator, client_store
         self.rounds, self.eval_every, self.sinks = rounds, eval_every, list(sinks)
         self.checkpoint = checkpoint
         self.eval_rounds = eval_rounds  # evaluated whatever eval_every says (e.g. the end of each task)
+        self.aggregator = aggregator if aggregator is not None else Mean()
+        self.server_opt = server_opt if server_opt is not None else NoServerOptimizer()
+        self.attack = attack
+        self._trainable: torch.Tensor | None = None  # the MODEL entry's parameter positions (fixed for a run)
 
     def should_evaluate(self, round_index: int) -> bool:
         every = (round_index + 1) % self.eval_every == 0
@@ -90,18 +102,17 @@ class Federation:
         start = time.perf_counter()
         reporting, dropped = self.selector.drop(r, self.selector.sample(r))
         jobs = [self.algorithm.client_job(state, cid, r) for cid in reporting]
-        outcome = RoundOutcome(self.validator, self.algorithm.upload_reference(state), self.algorithm.aggregates_by_sum)
-        self.executor.execute(jobs, outcome)
-        outcome.order_by([job.client_id for job in jobs])
+        attackers = self.attack.choose(r, reporting) if self.attack is not None else frozenset()
+        outcome = self._collect(state, jobs, attackers, r)
         if jobs and not outcome.receipts:
             first = outcome.failures[0]
             raise AllClientsFailed(f"every client failed in round {r}: {first.reason}") from first.error
-        if outcome.streaming:
-            state = self.algorithm.aggregate_sum(state, outcome.total, r)
-        else:
-            state = self.algorithm.aggregate(state, outcome.kept, r)
+        state = self._fold(state, outcome, r)
         train_seconds = time.perf_counter() - start
         record = self._record(r, jobs, outcome, train_seconds)
+        if self.attack is not None:
+            kind = self.attack.config.kind
+            record.events += [(cid, "byzantine", f"simulated attack: {kind}") for cid in sorted(attackers)]
         record.events += [(cid, "dropout", "simulated dropout (train.dropout_rate)") for cid in dropped]
         record.events += [(f.client_id, "client_failed", f.reason) for f in outcome.failures]
         if self.should_evaluate(r):
@@ -114,9 +125,40 @@ class Federation:
             self.checkpoint(r, state)
         return state
 
+    def _collect(self, state: ServerState, jobs: list[ClientJob], attackers: frozenset[int], r: int) -> RoundOutcome:
+        """Run the jobs; results arrive validated, summed or kept, the attackers' turned last."""
+        held = frozenset() if self.attack is None or self.attack.runs_on_client else attackers
+        if self.attack is not None and self.attack.runs_on_client:
+            for job in jobs:
+                job.attack = self.attack.config.kind if job.client_id in attackers else ""
+        outcome = RoundOutcome(self.validator, self.algorithm.upload_specs(state), self.aggregator.streams, held)
+        self.executor.execute(jobs, outcome)
+        order = [job.client_id for job in jobs]
+        outcome.order_by(order)
+        if outcome.held:
+            assert self.attack is not None
+            attack = self.attack
+            outcome.release_held(lambda results: attack.corrupt(results, outcome.reference, r, len(jobs)))
+            outcome.order_by(order)
+        return outcome
+
+    def _fold(self, state: ServerState, outcome: RoundOutcome, r: int) -> ServerState:
+        """Reduce the round's entries, step the server optimizer on MODEL, and let the method apply them."""
+        reduced = outcome.reduce(self.aggregator)
+        opt_state = state.server_opt
+        if MODEL in reduced:
+            if self._trainable is None and not isinstance(self.server_opt, NoServerOptimizer):
+                self._trainable = self.algorithm.trainable_upload(state)
+            reduced[MODEL], opt_state = self.server_opt.step(
+                outcome.reference, reduced[MODEL], state.server_opt, self._trainable
+            )
+        state = self.algorithm.apply(state, reduced, r)
+        state.server_opt = opt_state
+        return state
+
     @staticmethod
     def _record(r: int, jobs: list[ClientJob], outcome: RoundOutcome, train_seconds: float) -> RoundRecord:
-        down = {job.client_id: payload_bytes(job.weights, job.extras) for job in jobs}
+        down = {job.client_id: payload_bytes(job.payload) for job in jobs}
         clients = [
             ClientRecord(
                 client_id=rec.client_id,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from fedforge.algorithms.base import Algorithm, ClientJob
+from fedforge.algorithms.base import Algorithm, ClientJob, UploadSpec
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.aggregation import RoundOutcome
@@ -109,16 +109,18 @@ class ClientWorker:
 
     def run(
         self,
-        round_data: tuple[list[ClientJob], torch.Tensor],
+        round_data: tuple[list[ClientJob], dict[str, UploadSpec]],
         positions: list[int],
         states: dict[int, dict[str, Any]],
         validator: UpdateValidator,
         streaming: bool,
+        held: frozenset[int],
     ) -> tuple[RoundOutcome, dict[int, dict[str, Any]]]:
         """Run the jobs at `positions`; return their outcome (moved to the CPU) and updated client states."""
-        jobs, reference = round_data
+        jobs, specs = round_data
         self.store.restore(states)
-        outcome = RoundOutcome(validator, reference.to(self.device), streaming)
+        on_device = {name: spec.to(self.device) for name, spec in specs.items()}
+        outcome = RoundOutcome(validator, on_device, streaming, held)
         self.executor.execute([jobs[i] for i in positions], outcome)
         return outcome.to("cpu"), {cid: self.store.get(cid) for cid in states}
 
@@ -215,7 +217,7 @@ class RayExecutor(Executor):
         if not jobs:
             return
         ray = _ray()
-        round_ref = ray.put((jobs, outcome.reference))  # one copy of the shared global weights per round
+        round_ref = ray.put((jobs, outcome.specs))  # one copy of the shared global weights per round
         sizes = [len(self.data.at_round(job.round).client_train[job.client_id]) for job in jobs]
         attempts = [0] * len(jobs)
         calls = list(balanced_shares(sizes, list(range(len(self.workers)))).items())
@@ -250,7 +252,9 @@ class RayExecutor(Executor):
 
     def _submit(self, slot: int, round_ref: Any, jobs: list[ClientJob], share: list[int], outcome: RoundOutcome) -> Any:
         states = {jobs[i].client_id: self.client_store.get(jobs[i].client_id) for i in share}
-        return self.workers[slot].run.remote(round_ref, share, states, outcome.validator, outcome.streaming)
+        return self.workers[slot].run.remote(
+            round_ref, share, states, outcome.validator, outcome.streaming, outcome.byzantine
+        )
 
     def close(self) -> None:
         ray = _ray()

@@ -6,7 +6,8 @@ The round loop and the executors call only these methods, so a new kind of probl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -15,6 +16,26 @@ from torch import nn
 from fedforge.data.transforms import BatchTransform
 from fedforge.plugins import StrictModel
 from fedforge.registry import Registry
+
+if TYPE_CHECKING:
+    from fedforge.engine.evaluation import EvalMetrics
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The one number a task is judged by: summary (`final_metric`, `best_metric`), progress bar,
+    CLI and reports read it by name."""
+
+    name: str  # e.g. accuracy, linear_probe, map50, miou, rank1
+    higher_is_better: bool = True
+    label: str = ""  # how people say it ("linear-probe accuracy"); default: the name
+
+    def better(self, a: float, b: float | None) -> bool:
+        """Whether `a` beats `b` (anything beats None)."""
+        return b is None or (a > b if self.higher_is_better else a < b)
+
+    def describe(self) -> str:
+        return self.label or self.name
 
 
 class NoTaskParams(StrictModel):
@@ -27,6 +48,7 @@ class Task:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoTaskParams
     evaluation: ClassVar[str] = "classification"  # which evaluator judges it (engine/evaluation.py)
+    headline: ClassVar[Headline] = Headline("accuracy")
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params: Any = params if params is not None else self.Params()
@@ -48,6 +70,11 @@ class Task:
 
     def after_step(self, model: nn.Module) -> None:
         """Runs after each optimizer step (e.g. a momentum target network's update)."""
+
+    def headline_value(self, metrics: EvalMetrics) -> float:
+        """The headline metric of one evaluation (default: its accuracy; a task whose headline is
+        another number reports it in `metrics.extra` under the headline's name)."""
+        return metrics.extra.get(self.headline.name, metrics.accuracy)
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -20,7 +20,7 @@ from torch import nn
 from fedforge.data.transforms import BatchTransform
 from fedforge.errors import ConfigError
 from fedforge.plugins import StrictModel
-from fedforge.tasks.base import TASKS, Task
+from fedforge.tasks.base import TASKS, Headline, Task
 from fedforge.tasks.views import ViewAugment
 
 SSLLoss = Literal["byol", "simsiam", "simclr", "moco"]
@@ -168,6 +168,7 @@ class SSLTask(Task):
     name = "ssl"
     Params = SSLParams
     evaluation = "representation"
+    headline = Headline("linear_probe", label="linear-probe accuracy")  # EvalMetrics.accuracy holds the probe
 
     def __init__(self, params: SSLParams | None = None) -> None:
         super().__init__(params)

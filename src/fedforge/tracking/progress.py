@@ -1,4 +1,4 @@
-"""A rich progress bar over rounds with the latest global and per-client accuracy."""
+"""A rich progress bar over rounds with the latest headline metric and per-client accuracy."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedforge.engine.federation import RoundRecord
+from fedforge.tasks import ClassificationTask, Task
 
 
 class ProgressSink:
-    def __init__(self, rounds: int, title: str, start: int = 0, console: Console | None = None) -> None:
+    def __init__(
+        self, rounds: int, title: str, start: int = 0, console: Console | None = None, task: Task | None = None
+    ) -> None:
+        self.learning = task if task is not None else ClassificationTask()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -29,7 +33,7 @@ class ProgressSink:
     def log_round(self, record: RoundRecord) -> None:
         status = f"loss {record.train_loss:.3f}"
         if record.eval is not None:
-            status = f"acc {record.eval.accuracy:.4f}"
+            status = f"{self.learning.headline.name} {self.learning.headline_value(record.eval):.4f}"
             if record.eval.personalized_mean is not None:
                 status += f"  client acc {record.eval.personalized_mean:.4f}"
             if record.eval.domain_mean is not None:

@@ -13,7 +13,7 @@ import numpy as np
 from fedforge.errors import RunDirError
 from fedforge.tracking.continual import continual_markdown
 from fedforge.tracking.plots import distribution_plot, line_plot, partition_heatmap
-from fedforge.tracking.query import load_client_rounds, load_rounds, load_runs
+from fedforge.tracking.query import load_client_rounds, load_events, load_rounds, load_runs
 
 
 @dataclass
@@ -27,6 +27,7 @@ class RunView:
     rounds: list[dict[str, Any]]
     client_accuracy: list[float]
     histogram: np.ndarray | None
+    byzantine: list[tuple[int, int]] = field(default_factory=list)  # (round, client) of simulated attackers
 
     @property
     def label(self) -> str:
@@ -90,6 +91,7 @@ def load_view(run_dir: str | Path) -> RunView:
         rounds=load_rounds(run_dir),
         client_accuracy=[r["test_accuracy"] for r in evaluated if r["round"] == last],
         histogram=histogram,
+        byzantine=[(e["round"], e["client_id"]) for e in load_events(run_dir) if e["kind"] == "byzantine"],
     )
 
 
@@ -110,6 +112,41 @@ def markdown_table(views: list[RunView], target: float) -> str:
             f"| {_fmt(v.summary.get('final_accuracy'))} | {_fmt(v.summary.get('best_accuracy'))} "
             f"| {reach if reach is not None else 'not reached'} | {v.summary.get('rounds', len(v.rounds))} "
             f"| {_fmt(v.summary.get('wall_seconds'), 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def section_label(section: dict[str, Any] | None, key: str = "name") -> str:
+    """`krum(f=2)` for a resolved plug-in section; '-' when absent."""
+    if not section:
+        return "-"
+    rest = ", ".join(f"{k}={v}" for k, v in section.items() if k != key and v is not None)
+    return f"{section[key]}({rest})" if rest else str(section[key])
+
+
+def robustness_markdown(views: list[RunView]) -> str:
+    """Aggregator, server optimizer and simulated attack of each run, with its attackers and
+    rejections; empty when every run used plain mean, no server optimizer and no attack."""
+    interesting = [
+        v
+        for v in views
+        if v.config.get("attack")
+        or v.config.get("aggregation", {}).get("name", "mean") != "mean"
+        or v.config.get("server_opt", {}).get("name", "none") != "none"
+    ]
+    if not interesting:
+        return ""
+    lines = [
+        "## Aggregation and attacks\n",
+        "| run | aggregation | server optimizer | attack | Byzantine client-rounds | rejected updates | final acc |",
+        "|" + "---|" * 7,
+    ]
+    for v in interesting:
+        attackers = len(v.byzantine)
+        lines.append(
+            f"| {v.name} | {section_label(v.config.get('aggregation'))} | {section_label(v.config.get('server_opt'))} "
+            f"| {section_label(v.config.get('attack'), 'kind')} | {attackers} | {v.summary.get('rejected_updates', 0)} "
+            f"| {_fmt(v.summary.get('final_accuracy'))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -156,5 +193,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
     table = markdown_table(views, target)
     figures = "\n".join(f"![{p.stem}]({p.name})" for p in report.files)
     continual = continual_markdown([(v.name, v.summary) for v in views])
-    path("report.md").write_text(f"# fedforge report\n\n{table}\n{continual}\n{figures}\n")
+    robustness = robustness_markdown(views)
+    path("report.md").write_text(f"# fedforge report\n\n{table}\n{robustness}\n{continual}\n{figures}\n")
     return report

@@ -7,12 +7,19 @@ from typing import Any
 
 from fedforge.engine.evaluation import mean_of
 from fedforge.engine.federation import RoundRecord
+from fedforge.tasks import ClassificationTask, Task
 from fedforge.tracking.continual import continual_summary
 
 
 class SummarySink:
-    def __init__(self, rounds_per_task: int | None = None) -> None:
+    """`final_metric` / `best_metric` follow the task's headline (its direction decides "best");
+    `final_accuracy` / `best_accuracy` stay for classification and its probes."""
+
+    def __init__(self, rounds_per_task: int | None = None, task: Task | None = None) -> None:
+        self.task = task if task is not None else ClassificationTask()
         self.rounds_per_task = rounds_per_task  # class-continual runs: one accuracy-matrix row per task
+        self.final_metric: float | None = None
+        self.best_metric: float | None = None
         self.task_rows: list[list[float]] = []
         self.task_seen: list[float] = []
         self.task_old: float | None = None
@@ -35,6 +42,10 @@ class SummarySink:
         self.bytes_up += record.bytes_up
         self.train_seconds += record.train_seconds
         self.rejected += len(record.rejected)
+        if record.eval is not None and not math.isnan(headline := self.task.headline_value(record.eval)):
+            self.final_metric = headline
+            if self.task.headline.better(headline, self.best_metric):
+                self.best_metric = headline
         if record.eval is not None and not math.isnan(record.eval.accuracy):
             self.final_accuracy = record.eval.accuracy
             self.final_loss = record.eval.loss
@@ -55,13 +66,17 @@ class SummarySink:
 
     def state(self) -> dict[str, Any]:
         """Everything accumulated so far (saved in checkpoints)."""
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if k != "task"}
 
     def load(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
 
     def as_dict(self, **extra: Any) -> dict[str, Any]:
+        headline = self.task.headline
         return {
+            "headline": {"name": headline.name, "higher_is_better": headline.higher_is_better},
+            "final_metric": self.final_metric,
+            "best_metric": self.best_metric,
             "final_accuracy": self.final_accuracy,
             "best_accuracy": self.best_accuracy,
             "final_loss": self.final_loss,

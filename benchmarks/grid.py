@@ -1,0 +1,44 @@
+"""Shared by the comparison benchmarks: runs in parallel processes (one torch thread each), means +- std."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ONE_THREAD: dict[str, Any] = {
+    "backend.threads": 1,  # runs share the machine: one thread each, as many runs as cores
+    "checkpoint.every": 0,
+    "tracking.database": False,
+    "eval.personalized": False,
+}
+
+
+def parse_args(argv: list[str], doc: str | None) -> tuple[list[int], int, dict[str, str]]:
+    """(seeds, parallel runs, key=value overrides for every run) from a benchmark's command line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (default 2)")
+    args = parser.parse_args(argv)
+    return args.seeds, args.jobs, dict(item.split("=", 1) for item in args.overrides)
+
+
+def run_all(function: Callable[[Any], T], jobs: Iterable[Any], processes: int) -> list[T]:
+    """`function` over `jobs` in `processes` worker processes, results in job order."""
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(function, jobs))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def cell(values: list[float]) -> str:
+    """`mean +- std` of accuracies, in points."""
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.2f} +- {std:.2f}"

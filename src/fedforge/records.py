@@ -1,0 +1,87 @@
+"""Records: what flows between the round loop, methods, executors and the wire (DESIGN section 4).
+
+Jobs and results carry *named* tensors. MODEL is the entry the aggregator reduces (the flat model,
+or the part of it a method shares); a method's extras are further entries, declared by
+`Algorithm.upload_specs`, validated, counted in bytes, reduced by their weighted mean, merged
+across Ray workers and carried by the gRPC codec like the model. This module depends on torch
+only, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+MODEL = "model"  # the payload entry the aggregator reduces: the model (or the part of it a method shares)
+
+
+@dataclass
+class ServerState:
+    """The global model as a flat vector, plus whatever else a method keeps on the server.
+
+    `server_opt` is the server optimizer's state (momenta); the round loop owns it."""
+
+    weights: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+    server_opt: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ClientJob:
+    """What the server sends one client for one round: named tensors, MODEL among them.
+
+    `attack` names the attack a simulated Byzantine client runs itself while training (label_flip);
+    attacks on uploads are simulated where results are collected, not by the client."""
+
+    client_id: int
+    round: int
+    payload: dict[str, torch.Tensor]
+    attack: str = ""
+
+    @property
+    def model(self) -> torch.Tensor:
+        return self.payload[MODEL]
+
+    def to(self, device: torch.device) -> ClientJob:
+        """This job with its tensors on `device` (a no-op where they are already): a job decoded
+        from the network or shipped to a GPU worker arrives on the CPU."""
+        payload = {k: v.to(device) for k, v in self.payload.items()}
+        return ClientJob(self.client_id, self.round, payload, self.attack)
+
+
+@dataclass
+class ClientResult:
+    """What one client sends back: named tensors (MODEL among them), its sample count and metrics.
+
+    Each entry is averaged with weight `entry_weights[name]`, or the sample count where absent."""
+
+    client_id: int
+    update: dict[str, torch.Tensor]
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    entry_weights: dict[str, float] = field(default_factory=dict)
+
+    def weight(self, name: str) -> float:
+        return float(self.entry_weights.get(name, self.num_samples))
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """What one entry of an upload must be: float32 of `shape`. With a `reference` (the entry's global
+    counterpart) the distance bounds of validation apply to it too; `max_norm` bounds the entry's own
+    L2 norm (e.g. a statistic with a known range). A non-required entry may be absent."""
+
+    shape: tuple[int, ...]
+    reference: torch.Tensor | None = None
+    required: bool = True
+    max_norm: float | None = None
+
+    @classmethod
+    def of(cls, reference: torch.Tensor) -> UploadSpec:
+        return cls(tuple(reference.shape), reference)
+
+    def to(self, device: torch.device | str) -> UploadSpec:
+        reference = self.reference.to(device) if self.reference is not None else None
+        return UploadSpec(self.shape, reference, self.required, self.max_norm)
