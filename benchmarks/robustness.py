@@ -31,7 +31,8 @@ AGGREGATORS: dict[str, dict[str, Any]] = {
 ATTACKS: dict[str, dict[str, Any] | None] = {
     "none": None,
     "sign_flip (s=5)": {"kind": "sign_flip", "fraction": 0.2, "strength": 5.0},
-    "alie (z_max)": {"kind": "alie", "fraction": 0.2},
+    "alie (z_max)": {"kind": "alie", "fraction": 0.2},  # the paper's z for 4 of 20: 0.385
+    "alie (z=10)": {"kind": "alie", "fraction": 0.2, "strength": 10.0},
 }
 
 

@@ -85,3 +85,30 @@ def test_quantity_skews_sizes_not_labels():
 def test_more_clients_than_samples_is_an_error(kind):
     with pytest.raises(PartitionError, match="num_clients"):
         PARTITIONS.get(kind)(LABELS[:15], 16, rng())
+
+
+def test_partitions_split_by_the_datasets_partition_key_when_it_has_one():
+    """A dataset whose samples should be split by something else than their label (a detection set's
+    dominant class, a writer) sets `train_key`; every label-aware partitioner then uses it."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from fedforge.api import resolve_config
+    from fedforge.data.federated import partition_clients
+    from fedforge.data.sources import DatasetTensors, load_dataset
+    from fedforge.errors import DatasetFormatError
+
+    cfg = resolve_config(None, {"data": {"num_clients": 2, "partition": {"kind": "shards", "classes_per_client": 1}}})
+    data = load_dataset(cfg.data)
+    parity = dataclasses.replace(data, train_key=data.train_y % 2)  # two "classes": even and odd digits
+    train, _ = partition_clients(cfg, parity, np.arange(len(data.train_y)))
+    majority = []
+    for shard in train:  # two equal shards of the key-sorted samples: one parity each, but for the
+        odd = float((data.train_y[shard] % 2).float().mean())  # few at the boundary (the parities differ in size)
+        assert min(odd, 1 - odd) < 0.03 and len(set(data.train_y[shard].tolist())) >= 5
+        majority.append(round(odd))
+    assert sorted(majority) == [0, 1]
+    with pytest.raises(DatasetFormatError, match="partition key must be int64 with one entry per training image"):
+        DatasetTensors("bad", data.train_x, data.train_y, data.test_x, data.test_y, 10, train_key=torch.zeros(3))

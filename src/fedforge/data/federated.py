@@ -126,9 +126,13 @@ def partition_clients(
     extra = {}
     if "domains" in inspect.signature(partitioner).parameters:  # feature-shift partitions need domain ids
         extra["domains"] = None if data.train_domain is None else data.train_domain.numpy()[samples]
-    labels = data.train_y.numpy()[samples]
+    split_by = data.partition_key.numpy()[samples]
     clients = partitioner(
-        labels, cfg.data.num_clients, numpy_rng(cfg.seed, PARTITION, *keys), **extra, **part_cfg.params.model_dump()
+        split_by,
+        cfg.data.num_clients,
+        numpy_rng(cfg.seed, PARTITION, *keys),
+        **extra,
+        **part_cfg.params.model_dump(),
     )
     split_rng = numpy_rng(cfg.seed, SPLIT, *keys)
     pairs = [split_local(samples[c], cfg.data.local_test_fraction, split_rng) for c in clients]

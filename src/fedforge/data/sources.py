@@ -47,6 +47,10 @@ class DatasetTensors:
     train_domain: torch.Tensor | None = None
     test_domain: torch.Tensor | None = None
     domain_names: list[str] | None = None
+    # What label-aware partitioners (dirichlet, shards) split by, per training sample: the label
+    # by default; a dataset whose targets are not one class (boxes, masks) or that should split
+    # by something else (a writer, a dominant class) sets it.
+    train_key: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -56,6 +60,17 @@ class DatasetTensors:
                 )
             if y.ndim != 1 or len(y) != len(x):
                 raise DatasetFormatError(f"{self.name}: {split} has {len(x)} images but {len(y)} labels")
+        key = self.train_key
+        if key is not None and (key.dtype != torch.int64 or key.shape != (len(self.train_x),)):
+            raise DatasetFormatError(
+                f"{self.name}: the partition key must be int64 with one entry per training image, got "
+                f"{key.dtype} {tuple(key.shape)} for {len(self.train_x)} images"
+            )
+
+    @property
+    def partition_key(self) -> torch.Tensor:
+        """Per training sample, what partitions split by (the label unless the dataset says otherwise)."""
+        return self.train_y if self.train_key is None else self.train_key
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from fedforge.data.transforms import BatchTransform
 from fedforge.errors import ConfigError
+from fedforge.models.split import last_linear
 from fedforge.plugins import StrictModel
 from fedforge.tasks.base import TASKS, Headline, Task
 from fedforge.tasks.views import ViewAugment
@@ -43,14 +44,8 @@ def mlp_head(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
 
 
 def strip_classifier(backbone: nn.Module) -> tuple[nn.Module, int]:
-    """Replace the backbone's last Linear layer by Identity; returns it and the feature size."""
-    last = None
-    for name, module in backbone.named_modules():
-        if isinstance(module, nn.Linear):
-            last = name, module
-    if last is None:
-        raise ConfigError("task ssl needs a model ending in a Linear classifier to use as encoder (e.g. cnn, resnet18)")
-    name, linear = last
+    """Replace the backbone's head (its last Linear layer) by Identity; returns it and the feature size."""
+    name, linear = last_linear(backbone)
     owner, _, attr = name.rpartition(".")
     setattr(backbone.get_submodule(owner) if owner else backbone, attr, nn.Identity())
     return backbone, linear.in_features
