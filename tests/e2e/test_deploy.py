@@ -19,7 +19,7 @@ from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION, RemoteClient, ServerLost
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.records import MODEL
-from fedforge.tracking import load_events, load_runs
+from fedforge.tracking import load_client_rounds, load_events, load_runs
 from tests.loopback import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -360,3 +360,49 @@ def test_a_class_continual_target_run_over_grpc_matches_the_simulation(runs_dir)
     assert served["synthesis"][0]["synthetic_images"] == 3 * 128
     for thread in clients:
         thread.join(timeout=30)
+
+
+def attack_run(runs_dir, attack, **backend):
+    """The simulated federation `test_attacks_act_the_same_over_grpc` is compared with."""
+    return fedforge.run(
+        quiet=True,
+        data={"num_clients": 3},
+        train={"rounds": 2, "local_epochs": 1},
+        tracking={"runs_dir": str(runs_dir)},
+        backend={"device": "cpu", **backend},
+        aggregation={"name": "median"},
+        attack=attack,
+    )
+
+
+def client_losses(run_dir):
+    return {(r["round"], r["client_id"]): r["train_loss"] for r in load_client_rounds(run_dir)}
+
+
+def test_attacks_act_the_same_over_grpc(runs_dir):
+    """label_flip travels in the job (the remote client trains on flipped labels itself); the attackers
+    are the simulation's and are recorded; the robust aggregator reduces what arrived over the wire."""
+    attack = {"kind": "label_flip", "fraction": 0.34}
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir / "served", port, aggregation={"name": "median"}, attack=attack)
+    wait_until_listening(port)
+    clients = [honest_client(port, cid) for cid in range(3)]
+    server.join(timeout=900)
+    assert "error" not in holder, holder.get("error")
+    served = holder["result"]
+    simulated = attack_run(runs_dir / "simulated", attack)
+    honest = attack_run(runs_dir / "honest", None)
+
+    def attackers(result):
+        return [(e["round"], e["client_id"]) for e in load_events(result.run_dir) if e["kind"] == "byzantine"]
+
+    assert attackers(served) == attackers(simulated) and len(attackers(served)) == 2  # one of 3 per round
+    got, want, clean = client_losses(served.run_dir), client_losses(simulated.run_dir), client_losses(honest.run_dir)
+    assert got.keys() == want.keys()
+    for key in got:
+        assert abs(got[key] - want[key]) < 1e-3, key  # clients trained as in the simulation (threads aside)
+    first = attackers(served)[0]
+    assert abs(got[first] - clean[first]) > 0.05  # and the attacker really trained on flipped labels
+    assert served.config.aggregation.name == "median"
+    for client in clients:
+        client.join(timeout=60)

@@ -131,3 +131,37 @@ def test_resuming_a_finished_run_changes_nothing(runs_dir):
     assert again.summary == done.summary and (done.run_dir / "summary.json").read_text() == before
     assert [e for e in load_events(done.run_dir) if e["kind"] == "resume"] == []
     assert torch.equal(again.model.state_dict()["0.weight"], done.model.state_dict()["0.weight"])
+
+
+@pytest.mark.slow
+def test_a_crashed_run_resumes_its_server_optimizer_state_exactly(runs_dir, tmp_path):
+    """FedAdam's moments live in the checkpoint: a run that crashed in round 2 and resumed ends with
+    the uninterrupted run's weights (a lost or reset state would not)."""
+    from fedforge.algorithms import register
+    from fedforge.algorithms.fedavg import FedAvg
+    from fedforge.engine.federation import AllClientsFailed
+
+    healthy = tmp_path / "healthy"
+
+    @register("fedavg_crash_once", replace=True)
+    class CrashOnce(FedAvg):
+        def local_update(self, ctx, job):
+            if job.round == 2 and not healthy.exists():
+                raise RuntimeError("simulated crash")
+            return super().local_update(ctx, job)
+
+    settings = {
+        "algorithm": {"name": "fedavg_crash_once"},
+        "server_opt": {"name": "adam", "lr": 0.01},
+        "aggregation": {"name": "trimmed_mean", "beta": 0.1},
+        "train": {"rounds": 4, "local_epochs": 1},
+        "tracking": {"runs_dir": str(runs_dir)},
+        "backend": {"device": "cpu"},
+    }
+    with pytest.raises(AllClientsFailed):
+        fedforge.run(quiet=True, **settings, **{"tracking.name": "crashed"})
+    healthy.touch()
+    resumed = fedforge.resume(runs_dir / "crashed", quiet=True)
+    reference = fedforge.run(quiet=True, **settings, **{"tracking.name": "reference"})
+    assert_same_weights(resumed.run_dir, reference.run_dir)
+    assert resumed.final_accuracy == reference.final_accuracy
