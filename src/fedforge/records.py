@@ -9,6 +9,7 @@ only, so every layer can use it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +78,12 @@ class UploadSpec:
     reference: torch.Tensor | None = None
     required: bool = True
     max_norm: float | None = None
+    reference_norm: float | None = None  # ||reference||, computed once per round for the ratio bound
 
     @classmethod
     def of(cls, reference: torch.Tensor) -> UploadSpec:
-        return cls(tuple(reference.shape), reference)
+        return cls(tuple(reference.shape), reference, reference_norm=float(torch.linalg.vector_norm(reference)))
 
     def to(self, device: torch.device | str) -> UploadSpec:
         reference = self.reference.to(device) if self.reference is not None else None
-        return UploadSpec(self.shape, reference, self.required, self.max_norm)
+        return dataclasses.replace(self, reference=reference)

@@ -551,7 +551,7 @@ class RemoteExecutor(Executor):
                         outcome.reject(item.result, item.reason)
                         continue
                     results += isinstance(item, ClientResult)
-                    outcome.add(item)
+                    outcome.add(item, screened=isinstance(item, ClientResult))  # the hub screened it
                 for cid in [cid for cid in pending if not hub.alive(cid)]:
                     pending.discard(cid)
                     silent = f"disconnected: no heartbeat for {p.heartbeat_timeout:g} s"

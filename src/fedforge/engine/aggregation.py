@@ -115,18 +115,19 @@ class RoundOutcome:
         rejection = self.validator.verdict(result, self.specs)
         return None if rejection is None else rejection.reason
 
-    def add(self, outcome: Any) -> None:
-        """One client's ClientResult or ClientFailure."""
+    def add(self, outcome: Any, screened: bool = False) -> None:
+        """One client's ClientResult or ClientFailure; `screened`: it already passed `screen` (a
+        remote upload is validated at the door, before the client is answered)."""
         if not isinstance(outcome, ClientResult):
             self.failures.append(outcome)
         elif outcome.client_id in self.byzantine:
-            self.held.append(outcome)
+            self.held.append(outcome)  # turned by the attack later, and validated then
         else:
-            self.admit(outcome)
+            self.admit(outcome, screened)
 
-    def admit(self, result: ClientResult) -> None:
-        """Validate one result and fold in its entries."""
-        reason = self.screen(result)
+    def admit(self, result: ClientResult, screened: bool = False) -> None:
+        """Validate one result (unless it was already) and fold in its entries."""
+        reason = None if screened else self.screen(result)
         if reason is not None:
             self.reject(result, reason)
             return

@@ -44,12 +44,6 @@ class UpdateValidator:
         max_samples: int | None = None,
     ) -> None:
         self.max_update_norm, self.max_update_ratio, self.max_samples = max_update_norm, max_update_ratio, max_samples
-        self._norm_cache: tuple[torch.Tensor, float] | None = None  # a round's reference is checked once
-
-    def _norm_of(self, reference: torch.Tensor) -> float:
-        if self._norm_cache is None or self._norm_cache[0] is not reference:
-            self._norm_cache = (reference, float(torch.linalg.vector_norm(reference)))
-        return self._norm_cache[1]
 
     def check(self, result, specs: dict[str, UploadSpec]) -> None:
         """`specs`: every entry a result may carry (`Algorithm.upload_specs`); those with a reference
@@ -104,7 +98,10 @@ class UpdateValidator:
                 f"entry '{name}': update norm {norm:.4g} exceeds validation.max_update_norm={self.max_update_norm}"
             )
         if self.max_update_ratio is not None:
-            bound = self.max_update_ratio * max(self._norm_of(reference), 1.0)
+            scale = (
+                spec.reference_norm if spec.reference_norm is not None else float(torch.linalg.vector_norm(reference))
+            )
+            bound = self.max_update_ratio * max(scale, 1.0)
             if norm > bound:
                 raise InvalidUpdate(
                     f"entry '{name}': update norm {norm:.4g} is over validation.max_update_ratio="
