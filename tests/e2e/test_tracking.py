@@ -161,3 +161,25 @@ def test_mlflow_sink_logs_params_and_metrics_to_a_local_store(runs_dir):
     assert [m.step for m in history] == [0, 1, 2]
     assert history[-1].value == pytest.approx(result.final_accuracy)
     assert {"clients_accuracy_mean", "comm_bytes_up", "time_round_seconds"} <= set(run.data.metrics)
+
+
+@pytest.mark.slow
+def test_attackers_are_stored_and_the_report_shows_aggregation_and_attack(runs_dir, tmp_path):
+    from fedforge.tracking.report import write_report
+
+    attacked = fedforge.run(
+        quiet=True,
+        **quick(runs_dir, tracking={"runs_dir": str(runs_dir), "name": "attacked"}),
+        aggregation={"name": "krum", "f": 2},
+        server_opt={"name": "avgm", "momentum": 0.5},
+        attack={"kind": "sign_flip", "fraction": 0.2, "strength": 5.0},
+    )
+    plain = fedforge.run(quiet=True, **quick(runs_dir, tracking={"runs_dir": str(runs_dir), "name": "plain"}))
+    events = [e for e in load_events(attacked.run_dir) if e["kind"] == "byzantine"]
+    assert len(events) == 3 * 2 and all(e["reason"] == "simulated attack: sign_flip" for e in events)
+    text = (write_report([attacked.run_dir, plain.run_dir], tmp_path / "report").folder / "report.md").read_text()
+    section = text.split("## Aggregation and attacks", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| attacked"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1:5] == ["krum(f=2)", "avgm(lr=1.0, momentum=0.5)", "sign_flip(fraction=0.2, strength=5.0)", "6"]
+    assert "| plain" not in section  # plain mean, no attack: nothing to say
