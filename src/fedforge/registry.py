@@ -32,6 +32,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} '{name}' is already registered; pass replace=True to override it")
         self._entries[key] = obj
 
+    def remove(self, name: str) -> None:
+        """Forget a registered name (e.g. a plug-in defined only for one experiment or test)."""
+        self._entries.pop(name.lower(), None)
+
     def get(self, name: str) -> T:
         key = str(name).lower()
         if key not in self._entries:
