@@ -18,6 +18,8 @@ from fedforge.aggregation.attacks import Attack
 from fedforge.algorithms.base import ALGORITHMS, Algorithm, ServerState
 from fedforge.config import Config, build_config, load_config, merge, read_yaml
 from fedforge.data.federated import FederatedDataset, build_federated_dataset
+from fedforge.data.user import as_user_data
+from fedforge.data.user import register as register_user_data
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.evaluation import EvalMetrics, build_evaluator
@@ -26,8 +28,8 @@ from fedforge.engine.federation import Federation
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import UpdateValidator
 from fedforge.engine.weights import FlatModel, save_state_dict
-from fedforge.errors import CheckpointError, ConfigError, RunDirError
-from fedforge.models import build_model
+from fedforge.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
+from fedforge.models import MODELS, build_network, check_factory
 from fedforge.resources import apply_threads
 from fedforge.seeding import INIT, derive_seed
 from fedforge.tasks import Task
@@ -58,7 +60,7 @@ class RunResult:
 
 def resolve_config(config: Config | str | Path | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Config:
     """Combine a base config and overrides (nested or dotted keys) into a validated Config."""
-    overrides = _register_algorithm_class(dict(overrides))
+    overrides = _register_objects(dict(overrides))
     source: str | None = None
     if config is None:
         raw: dict[str, Any] = {}
@@ -73,13 +75,26 @@ def resolve_config(config: Config | str | Path | Mapping[str, Any] | None, overr
     return build_config(merge(raw, overrides), source)
 
 
-def _register_algorithm_class(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Allow `run(algorithm=MyAlgorithm)`: register the class under its name on the fly."""
+def _register_objects(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Python objects in place of names: `run(algorithm=MyAlgorithm, model=MyNet, data=my_dataset)`.
+
+    Each is registered under a name on the fly (an algorithm's `name`, the model's lower-cased
+    class or function name, the data's `name`, default "custom"), which the saved config records."""
     algo = overrides.get("algorithm")
     if isinstance(algo, type) and issubclass(algo, Algorithm):
         name = algo.name or algo.__name__.lower()
         ALGORITHMS.add(name, algo, replace=True)
         overrides["algorithm"] = {"name": name}
+    model = overrides.get("model")
+    if callable(model) and not isinstance(model, Mapping | nn.Module):
+        name = getattr(model, "__name__", type(model).__name__).lower()
+        MODELS.add(name, check_factory(model), replace=True)
+        overrides["model"] = {"name": name}
+    elif isinstance(model, nn.Module):
+        raise ConfigError("model= takes a class or a factory, not a built model: pass MyNet, not MyNet()")
+    data = overrides.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        overrides["data"] = {"name": register_user_data(as_user_data(data))}
     return overrides
 
 
@@ -98,15 +113,23 @@ def run(
     """Run one federated experiment.
 
     `fedforge.run()` runs the default (FedAvg on digits); keyword overrides are nested
-    (`train={"rounds": 5}`) or dotted (`**{"train.rounds": 5}`).
+    (`train={"rounds": 5}`) or dotted (`**{"train.rounds": 5}`). `algorithm=`, `model=` and
+    `data=` also take your own class, model factory and data (a torch Dataset or tensors).
     """
     cfg = resolve_config(config, overrides)
     return Experiment(cfg).run(quiet=quiet)
 
 
-def resume(run_dir: str | Path, *, quiet: bool = False) -> RunResult:
-    """Continue a run from its last good checkpoint; ends with the same model as an uninterrupted run."""
+def resume(
+    run_dir: str | Path, *, quiet: bool = False, data: Any = None, model: Any = None, algorithm: Any = None
+) -> RunResult:
+    """Continue a run from its last good checkpoint; ends with the same model as an uninterrupted run.
+
+    A run started with Python objects (`run(data=..., model=MyNet)`) is resumed with the same
+    objects passed again; plug-ins registered by modules in the config's `imports` are imported."""
     run_dir = Path(run_dir)
+    objects = {k: v for k, v in {"data": data, "model": model, "algorithm": algorithm}.items() if v is not None}
+    _register_objects(objects)
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"'{run_dir}' is not a run directory (no config.yaml); pass a folder under runs/")
     # The run's store sits beside it, whatever the saved (possibly relative) runs_dir and the
@@ -130,7 +153,14 @@ class Experiment:
         cfg, data = self.cfg, self.data
         seed = derive_seed(cfg.seed, INIT)
         return functools.partial(
-            build_model, cfg.model, data.input_shape, data.num_classes, seed, adapt=self.task.adapt_model
+            build_network,
+            cfg.model.resolve(),
+            cfg.model.params.model_dump(),
+            data.input_shape,
+            data.num_classes,
+            seed,
+            adapt=self.task.adapt_model,
+            weights=cfg.model.weights,
         )
 
     def build_model(self) -> nn.Module:
@@ -204,7 +234,7 @@ class Session:
                 f"checkpoint '{ckpt.path}' passed its checksum but does not fit this run ({type(err).__name__}: "
                 f"{err}); move it away to resume from the previous one"
             ) from None
-        return ckpt.round + 1, f"resumed after round {ckpt.round} from {ckpt.path.name}", skipped
+        return ckpt.round + 1, f"resumed after round {ckpt.round + 1} from {ckpt.path.name}", skipped
 
     def save_checkpoint(self, round_index: int, state: ServerState) -> None:
         if self.checkpointer.due(round_index, self.cfg.train.rounds - 1):
@@ -229,9 +259,9 @@ class Session:
             if resume_reason is None:
                 store.start(run_dir.name, str(run_dir), cfg.to_dict())
             else:
-                store.resume(start_round - 1, resume_reason)
+                store.resume(start_round, resume_reason)  # rounds 1..start_round are done
                 for problem in skipped:
-                    store.log_event(start_round, None, "checkpoint_skipped", problem)
+                    store.log_event(start_round + 1, None, "checkpoint_skipped", problem)
             sinks.append(store)
         if cfg.tracking.tensorboard:
             sinks.append(TensorBoardSink(run_dir))
@@ -300,6 +330,10 @@ class Session:
         self.federating = True
         try:
             self.state = federation.run(self.state, start_round)
+        except KeyboardInterrupt:
+            self._close(sinks, None, status="interrupted")
+            last = self.checkpointer.last_round() if cfg.checkpoint.every > 0 else None
+            raise RunInterrupted(str(self.run_dir), self.totals.rounds, cfg.train.rounds, last) from None
         except BaseException:
             self._close(sinks, None)
             raise
@@ -318,12 +352,12 @@ class Session:
         self._close(sinks, summary)
         return RunResult(run_dir=self.run_dir, summary=summary, config=cfg, model=self.server.model)
 
-    def _close(self, sinks: list[Any], summary: dict[str, Any] | None) -> None:
-        """Finish every sink; `summary` None marks the run failed."""
+    def _close(self, sinks: list[Any], summary: dict[str, Any] | None, status: str = "failed") -> None:
+        """Finish every sink; `summary` None marks the run `status` (failed or interrupted)."""
         for sink in sinks:
             if isinstance(sink, RunStore):
-                failed = summary is None
-                sink.finish(self.totals.as_dict() if failed else summary, status="failed" if failed else "finished")
+                stopped = summary is None
+                sink.finish(self.totals.as_dict() if stopped else summary, status=status if stopped else "finished")
                 sink.close()
             elif hasattr(sink, "close"):
                 sink.close(summary)

@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from fedforge.aggregation.attacks import AttackConfig
 from fedforge.errors import ConfigError, FedforgeError
-from fedforge.plugins import StrictModel, plugin_params
+from fedforge.plugins import StrictModel, import_plugins, plugin_params
 from fedforge.registry import Registry
 
 
@@ -129,7 +129,17 @@ class DataConfig(StrictModel):
 class ModelConfig(PluginConfig):
     """The network, by registry name, plus its parameters (e.g. `{name: cnn, width: 64}`)."""
 
-    name: str = Field("cnn", description="model name (default cnn)")
+    name: str = Field("cnn", description="model name, or torchvision:NAME for any torchvision classifier (default cnn)")
+    weights: str | None = Field(
+        None, description="a local .pt state dict to start from (pretrained weights; never downloaded; default none)"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ValueError(f"no file '{path}'; give the path of a saved state dict (torch.save(model.state_dict()))")
+        return None if path is None else str(Path(path).expanduser().resolve())
 
     @classmethod
     def registry(cls) -> Registry[Any]:
@@ -305,6 +315,10 @@ class Config(StrictModel):
     """A whole experiment. `Config()` is the default: FedAvg on digits, 10 clients."""
 
     seed: int = Field(0, ge=0, lt=2**63, description="fixes partition, sampling, init and training (default 0)")
+    imports: list[str] = Field(
+        default_factory=list,
+        description="modules (or .py files) imported first, registering your models, data, methods (default none)",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -520,9 +534,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(raw: Mapping[str, Any], source: str | None = None) -> Config:
-    """Validate a raw mapping into a Config, turning pydantic errors into one ConfigError."""
+    """Validate a raw mapping into a Config, turning pydantic errors into one ConfigError.
+
+    The config's `imports` are imported first: what they register is what its names refer to."""
+    raw = dict(raw)
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
+        raise ConfigError(f"imports: expected a list of module names or .py paths, got {imports!r}")
+    if imports:
+        raw["imports"] = import_plugins(imports)
     try:
-        return Config.model_validate(dict(raw))
+        return Config.model_validate(raw)
     except ValidationError as err:
         raise _format_validation_error(err, source) from None
 

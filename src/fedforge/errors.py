@@ -50,6 +50,27 @@ class RunDirError(FedforgeError):
     """A path given as a run directory is not one (no config.yaml, or unreadable files)."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """The user stopped a run (Ctrl-C): it is stored as `interrupted` and can be resumed.
+
+    A KeyboardInterrupt, so code that stops on Ctrl-C (notebooks, scripts) still stops; it
+    also says how far the run got and the command that continues it."""
+
+    def __init__(self, run_dir: str, completed: int, rounds: int, checkpointed: int | None) -> None:
+        self.run_dir, self.completed, self.rounds, self.checkpointed = run_dir, completed, rounds, checkpointed
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        import shlex
+
+        where = f"interrupted during round {self.completed + 1} of {self.rounds} ({self.completed} completed)"
+        if self.checkpointed is None:
+            saved = "no checkpoint was written yet, so resuming starts again from round 1"
+        else:
+            saved = f"the last checkpoint holds round {self.checkpointed}"
+        return f"{where}; {saved}.\nresume with: fedforge resume {shlex.quote(str(self.run_dir))}"
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -1,4 +1,9 @@
-"""One generic registry used for every plug-in kind (datasets, models, algorithms, ...)."""
+"""One generic registry used for every plug-in kind (datasets, models, algorithms, ...).
+
+Besides plain names, a registry may hold families: `torchvision:efficientnet_b0` asks the
+`torchvision` family's resolver for the entry `efficientnet_b0`. A name not found is looked
+for once more after the installed packages' `fedforge.plugins` entry points are imported.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._families: dict[str, tuple[Callable[[str], T], str]] = {}
+
+    def add_family(self, prefix: str, resolve: Callable[[str], T], describe: str) -> None:
+        """Names `prefix:NAME` are resolved by `resolve(NAME)` (which raises UnknownNameError)."""
+        self._families[prefix.lower()] = (resolve, describe)
+
+    def families(self) -> dict[str, str]:
+        """Each family's `prefix:NAME` pattern and what it holds."""
+        return {f"{prefix}:NAME": describe for prefix, (_, describe) in sorted(self._families.items())}
 
     def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]:
         """Decorator: `@registry.register("name")`. Re-registering a name needs replace=True."""
@@ -38,6 +52,13 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         key = str(name).lower()
+        prefix, sep, member = str(name).partition(":")
+        if sep and prefix.lower() in self._families:
+            return self._families[prefix.lower()][0](member)
+        if key not in self._entries:
+            from fedforge.plugins import load_entry_points
+
+            load_entry_points()
         if key not in self._entries:
             known = ", ".join(self.names())
             raise UnknownNameError(
@@ -46,6 +67,9 @@ class Registry(Generic[T]):
         return self._entries[key]
 
     def names(self) -> list[str]:
+        from fedforge.plugins import load_entry_points
+
+        load_entry_points()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

@@ -21,7 +21,8 @@ def save_rounds(ckpt: Checkpointer, rounds):
 def test_roundtrip_keeps_newest_and_restores_everything(tmp_path):
     ckpt = Checkpointer(tmp_path, keep=2)
     save_rounds(ckpt, [0, 1, 2, 3])
-    assert [p.name for p in ckpt.files()] == ["round-000003.ckpt", "round-000002.ckpt"]
+    assert [p.name for p in ckpt.files()] == ["round-000004.ckpt", "round-000003.ckpt"]  # 1-based round numbers
+    assert ckpt.last_round() == 4
     latest, skipped = ckpt.latest()
     assert skipped == [] and latest.round == 3
     assert torch.equal(latest.state.weights, torch.full((5,), 3.0))
@@ -59,7 +60,7 @@ def test_no_usable_checkpoint_names_every_file(tmp_path):
         path.write_bytes(b"x")
     with pytest.raises(CheckpointError) as info:
         ckpt.latest()
-    assert "round-000001.ckpt" in str(info.value) and "round-000000.ckpt" in str(info.value)
+    assert "round-000002.ckpt" in str(info.value) and "round-000001.ckpt" in str(info.value)
 
 
 def test_due_every_n_rounds_and_at_the_end(tmp_path):

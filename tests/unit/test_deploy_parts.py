@@ -113,7 +113,7 @@ def test_hub_assigns_ids_unambiguously_and_refuses_late_results():
     poll = hub.start_poll(again.session)
     assert hub.take_job(again.session, poll).kind == Kind.JOB
     result = ClientResult(0, {MODEL: torch.zeros(2)}, 1)
-    assert "round 3" in hub.submit(again.session, 0, 3, result)  # not the open round
+    assert "round 4" in hub.submit(again.session, 0, 3, result)  # not the open round (index 3 is round 4)
     assert hub.submit(again.session, 0, 4, result) == ""
     assert "late or duplicate" in hub.submit(again.session, 0, 4, result)
     hub.finish()
@@ -134,7 +134,7 @@ def test_a_dead_session_frees_its_id_and_only_the_newest_poll_waits():
 def test_uploads_are_admitted_before_any_byte_is_read():
     hub = ClientHub(num_clients=2, heartbeat_timeout=10, inflight_budget=3000, upload_limit=lambda sent: 2 * sent)
     a, b = hub.join(0, None), hub.join(1, None)
-    assert "no job of round 0" in hub.open_upload(a.session, 0)[1]  # not selected: refused, nothing allocated
+    assert "no job of round 1" in hub.open_upload(a.session, 0)[1]  # not selected: refused, nothing allocated
     hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(100)}), ClientJob(1, 0, {MODEL: torch.zeros(100)})])
     limit, refused = hub.open_upload(a.session, 0)
     assert (limit, refused) == (2 * 400, "")

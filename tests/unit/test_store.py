@@ -35,27 +35,27 @@ def test_rounds_clients_events_and_summary_are_stored(tmp_path):
     assert len(runs) == 1 and runs[0]["status"] == "finished" and runs[0]["final_accuracy"] == 0.7
     assert runs[0]["config"] == CONFIG
     rounds = load_rounds(tmp_path / "r1")
-    assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2]["global_accuracy"] == pytest.approx(0.7)
+    assert [r["round"] for r in rounds] == [1, 2, 3] and rounds[2]["global_accuracy"] == pytest.approx(0.7)
     clients = load_client_rounds(tmp_path, "r1")
     trained = [(c["round"], c["client_id"]) for c in clients if c["trained"]]
-    assert trained == [(r, c) for r in range(3) for c in (0, 2)]
-    assert [c["test_accuracy"] for c in clients if c["round"] == 0] == [0.1, 0.2, 0.3]
+    assert trained == [(r, c) for r in (1, 2, 3) for c in (0, 2)]  # stored 1-based, as users see them
+    assert [c["test_accuracy"] for c in clients if c["round"] == 1] == [0.1, 0.2, 0.3]
     assert [e["kind"] for e in load_events(tmp_path)] == ["dropout"] * 3
     metrics = [(m["round"], m["client_id"], m["name"], round(m["value"], 6)) for m in load_metrics(tmp_path, "r1")]
-    assert metrics[:3] == [(0, None, "knn_accuracy", 0.4), (0, 0, "ema_decay", 0.5), (0, 2, "ema_decay", 0.7)]
+    assert metrics[:3] == [(1, None, "knn_accuracy", 0.4), (1, 0, "ema_decay", 0.5), (1, 2, "ema_decay", 0.7)]
     assert len(metrics) == 9
 
 
 def test_resume_forgets_later_rounds_and_records_the_resume(tmp_path):
     store = make_run(tmp_path, rounds=4)
-    store.resume(1, "resumed after round 1")
-    assert [r["round"] for r in load_rounds(tmp_path)] == [0, 1]
-    assert {c["round"] for c in load_client_rounds(tmp_path)} == {0, 1}
-    assert {m["round"] for m in load_metrics(tmp_path)} == {0, 1}
+    store.resume(2, "resumed after round 2")
+    assert [r["round"] for r in load_rounds(tmp_path)] == [1, 2]
+    assert {c["round"] for c in load_client_rounds(tmp_path)} == {1, 2}
+    assert {m["round"] for m in load_metrics(tmp_path)} == {1, 2}
     kinds = [(e["round"], e["kind"]) for e in load_events(tmp_path)]
-    assert kinds == [(0, "dropout"), (1, "dropout"), (2, "resume")]
-    store.log_round(record(2))  # the re-run round fits again: no duplicate key
-    assert [r["round"] for r in load_rounds(tmp_path)] == [0, 1, 2]
+    assert kinds == [(1, "dropout"), (2, "dropout"), (3, "resume")]
+    store.log_round(record(2))  # the re-run round (index 2, round 3) fits again: no duplicate key
+    assert [r["round"] for r in load_rounds(tmp_path)] == [1, 2, 3]
 
 
 def test_a_failed_round_write_leaves_no_partial_round(tmp_path):
@@ -64,15 +64,15 @@ def test_a_failed_round_write_leaves_no_partial_round(tmp_path):
     bad.events = [(0, None, "x")]  # kind NOT NULL violation after the round row was inserted
     with pytest.raises(sqlite3.IntegrityError):
         store.log_round(bad)
-    assert [r["round"] for r in load_rounds(tmp_path)] == [0]
-    assert {c["round"] for c in load_client_rounds(tmp_path)} == {0}
+    assert [r["round"] for r in load_rounds(tmp_path)] == [1]
+    assert {c["round"] for c in load_client_rounds(tmp_path)} == {1}
 
 
 def test_frames_when_pandas_is_installed(tmp_path):
     pd = pytest.importorskip("pandas")
     make_run(tmp_path).close()
     frame = load_rounds(tmp_path, frame=True)
-    assert isinstance(frame, pd.DataFrame) and list(frame["round"]) == [0, 1, 2]
+    assert isinstance(frame, pd.DataFrame) and list(frame["round"]) == [1, 2, 3]
 
 
 def test_corrupt_or_truncated_database_is_named(tmp_path):
@@ -100,18 +100,41 @@ def test_unknown_schema_version_and_wrong_paths(tmp_path):
         load_runs(tmp_path / "nowhere")
 
 
+def _as_old_store(path, version: str) -> None:
+    """Turn a store into what an older fedforge wrote: 0-based rounds, an older schema number."""
+    con = sqlite3.connect(path)
+    with con:
+        for table in ("rounds", "client_rounds", "domain_rounds", "metrics", "events"):
+            con.execute(f"UPDATE {table} SET round = round - 1 WHERE round IS NOT NULL")
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    con.close()
+
+
 def test_version_one_stores_are_upgraded_in_place(tmp_path):
     make_run(tmp_path).close()
+    _as_old_store(tmp_path / "runs.db", "1")
     con = sqlite3.connect(tmp_path / "runs.db")
     with con:
         con.execute("DROP TABLE domain_rounds")
-        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
-    assert [r["round"] for r in load_rounds(tmp_path)] == [0, 1, 2]  # old rows still readable
+    assert [r["round"] for r in load_rounds(tmp_path)] == [1, 2, 3]  # old rows readable, renumbered
     con = sqlite3.connect(tmp_path / "runs.db")
     assert con.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("SELECT COUNT(*) FROM domain_rounds").fetchone()[0] == 0
     con.close()
+
+
+def test_version_three_rounds_become_one_based_once(tmp_path):
+    make_run(tmp_path).close()
+    _as_old_store(tmp_path / "runs.db", "3")
+    for _ in range(2):  # the second open finds version 4 and shifts nothing
+        assert [r["round"] for r in load_rounds(tmp_path)] == [1, 2, 3]
+        assert {(e["round"], e["kind"]) for e in load_events(tmp_path)} == {
+            (1, "dropout"),
+            (2, "dropout"),
+            (3, "dropout"),
+        }
+        assert {m["round"] for m in load_metrics(tmp_path)} == {1, 2, 3}
 
 
 def test_runs_sharing_a_new_store_can_open_it_at_the_same_time(tmp_path):

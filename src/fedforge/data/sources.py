@@ -258,6 +258,7 @@ def _idx_dataset(
 
 @DATASETS.register("mnist")
 def mnist(cfg: DataConfig) -> DatasetTensors:
+    """MNIST handwritten digits (idx files, raw or .gz) from data.root."""
     return _idx_dataset(cfg, "mnist", "MNIST")
 
 
@@ -276,6 +277,7 @@ def fashion_mnist(cfg: DataConfig) -> DatasetTensors:
 
 @DATASETS.register("kmnist")
 def kmnist(cfg: DataConfig) -> DatasetTensors:
+    """Kuzushiji-MNIST: 10 cursive Japanese characters (idx files) from data.root."""
     return _idx_dataset(cfg, "kmnist", "KMNIST")
 
 
@@ -369,11 +371,13 @@ def _cifar(cfg: DataConfig, name: str, folder: str, train_files: list[str], labe
 
 @DATASETS.register("cifar10")
 def cifar10(cfg: DataConfig) -> DatasetTensors:
+    """CIFAR-10 (the python pickles in cifar-10-batches-py), read without running pickled code."""
     return _cifar(cfg, "cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "labels", "CIFAR10")
 
 
 @DATASETS.register("cifar100")
 def cifar100(cfg: DataConfig) -> DatasetTensors:
+    """CIFAR-100, fine labels (cifar-100-python), read without running pickled code."""
     return _cifar(cfg, "cifar100", "cifar-100-python", ["train"], "fine_labels", "CIFAR100")
 
 

@@ -151,7 +151,7 @@ class RemoteClient:
         assert self.executor is not None
         job = job_from(payload)
         local = dataclasses.replace(job, client_id=self.local_shard) if self.local_shard is not None else job
-        self.log(f"round {job.round}: training")
+        self.log(f"round {job.round + 1}: training")
         outcome = self.executor.run_one(local)
         if isinstance(outcome, ClientFailure):
             answer = Payload(Kind.RESULT, session, job.client_id, job.round, error=outcome.reason)
@@ -160,7 +160,7 @@ class RemoteClient:
             answer = result_payload(outcome, session, job.round)
         reply = stub.SubmitResult(encode(answer), metadata=self.metadata)
         if not reply.accepted:
-            self.log(f"round {job.round}: server refused the result: {reply.reason}")
+            self.log(f"round {job.round + 1}: server refused the result: {reply.reason}")
         else:
             self.rounds_served += 1
-            self.log(f"round {job.round}: result sent")
+            self.log(f"round {job.round + 1}: result sent")

@@ -194,7 +194,7 @@ class ClientHub:
             if conn is None:
                 return 0, "unknown session for this client: join again"
             if self.awaited.get(conn.client_id) != round_index:
-                return 0, f"no job of round {round_index} is open for client {conn.client_id} (late or duplicate)"
+                return 0, f"no job of round {round_index + 1} is open for client {conn.client_id} (late or duplicate)"
             if conn.uploading:
                 return 0, f"client {conn.client_id} is already uploading its result"
             limit = self.upload_limit(conn.job_bytes)
@@ -221,7 +221,7 @@ class ClientHub:
             if conn is None or conn.client_id != client_id:
                 return "unknown session for this client: join again"
             if self.awaited.get(client_id) != round_index:
-                return f"no job of round {round_index} is open for client {client_id} (late or duplicate)"
+                return f"no job of round {round_index + 1} is open for client {client_id} (late or duplicate)"
             conn.last_seen = time.monotonic()
             del self.awaited[client_id]
             verdict = self.screen(outcome) if isinstance(outcome, ClientResult) else None

@@ -95,7 +95,7 @@ class Checkpointer:
         )
         data = payload.getvalue()
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"round-{round_index:06d}.ckpt"
+        path = self.folder / f"round-{round_index + 1:06d}.ckpt"  # named by the 1-based round it follows
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(MAGIC + hashlib.sha256(data).digest() + data)
@@ -103,6 +103,12 @@ class Checkpointer:
         for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)
         return path
+
+    def last_round(self) -> int | None:
+        """The 1-based round the newest checkpoint file follows (None: none written yet)."""
+        files = self.files()
+        match = NAME.match(files[0].name) if files else None
+        return int(match.group(1)) if match else None
 
     def files(self) -> list[Path]:
         """Checkpoint files, newest round first."""

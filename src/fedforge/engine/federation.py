@@ -52,6 +52,13 @@ class RoundRecord:
     eval: EvalMetrics | None = None
     events: list[tuple[int | None, str, str]] = field(default_factory=list)
 
+    @property
+    def number(self) -> int:
+        """The round as users see it, 1-based: in the bar, the store, events, reports and plots.
+
+        `round` is the 0-based index the engine seeds and schedules with."""
+        return self.round + 1
+
 
 class RoundSink(Protocol):
     def log_round(self, record: RoundRecord) -> None: ...
@@ -106,7 +113,7 @@ class Federation:
         outcome = self._collect(state, jobs, attackers, r)
         if jobs and not outcome.receipts:
             first = outcome.failures[0]
-            raise AllClientsFailed(f"every client failed in round {r}: {first.reason}") from first.error
+            raise AllClientsFailed(f"every client failed in round {r + 1}: {first.reason}") from first.error
         state = self._fold(state, outcome, r)
         train_seconds = time.perf_counter() - start
         record = self._record(r, jobs, outcome, train_seconds)

@@ -6,9 +6,13 @@ is imported when a network is built (importing it costs about a second at start-
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from torch import nn
 
-from fedforge.models import MODELS
+from fedforge.errors import ConfigError, UnknownNameError, did_you_mean
+from fedforge.models import MODELS, ModelFactory
 from fedforge.models.ws import to_normalization_free
 
 SMALL_INPUT = 64  # below this side length, the ImageNet stem's early downsampling is removed
@@ -65,3 +69,87 @@ def mobilenet_v3_small(input_shape: tuple[int, int, int], num_classes: int) -> n
 def nf_resnet18(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """ResNet-18 without normalization: BN removed, every conv a WSConv2d (FedWon)."""
     return to_normalization_free(resnet18(input_shape, num_classes))
+
+
+# torchvision:NAME, any classification model torchvision ships, built with weights=None.
+NO_AUX = {"googlenet", "inception_v3"}  # train-mode aux outputs would break the plain-logits contract
+
+
+@functools.cache
+def torchvision_classifier(name: str) -> ModelFactory:
+    """The factory for `torchvision:NAME` (cached, so its Params and identity are stable)."""
+    import torchvision
+    from torchvision.models import list_models
+
+    known = list_models(module=torchvision.models)
+    if name not in known:
+        raise UnknownNameError(
+            f"unknown model 'torchvision:{name}'{did_you_mean(name, known)}; torchvision's classification models: "
+            f"{', '.join(known)}"
+        )
+
+    def build(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        from torchvision.models import get_model
+
+        c, h, w = input_shape
+        options: dict[str, Any] = {"aux_logits": False, "init_weights": True} if name in NO_AUX else {}
+        if name.startswith("vit_"):
+            options["image_size"] = h
+        try:
+            net = get_model(name, weights=None, num_classes=num_classes, **options)
+        except (ValueError, AssertionError, TypeError) as err:
+            raise ConfigError(f"model torchvision:{name} cannot be built for {c}x{h}x{w} inputs: {err}") from None
+        if c != 3:
+            _replace_first_conv(net, c)
+        _check_forward(net, input_shape, f"torchvision:{name}")
+        return net
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"torchvision's {name}, from scratch (model.weights: a local file to start from)."
+    return build
+
+
+def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
+    """Give the first 3-channel conv the data's channel count (same kernel, stride, init)."""
+    for parent in net.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                conv = nn.Conv2d(
+                    in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups if child.groups == 1 else in_channels,
+                    bias=child.bias is not None,
+                )
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                setattr(parent, child_name, conv)
+                return
+
+
+def _check_forward(net: nn.Module, input_shape: tuple[int, int, int], label: str) -> None:
+    """One no-grad forward on two blank images: a too-small input fails here, named, not mid-round."""
+    import torch
+
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        c, h, w = input_shape
+        raise ConfigError(
+            f"model {label} cannot take {c}x{h}x{w} inputs ({str(err).splitlines()[0]}); set data.image_size "
+            "larger (e.g. data.image_size=64 or 224)"
+        ) from None
+    finally:
+        net.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ConfigError(f"model {label} returns {type(out).__name__}, not [batch, classes] logits")
+
+
+MODELS.add_family(
+    "torchvision", torchvision_classifier, "any torchvision classification model, e.g. torchvision:efficientnet_b0"
+)

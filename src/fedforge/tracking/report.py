@@ -39,7 +39,7 @@ class RunView:
         for row in self.rounds:
             total += (row["bytes_down"] or 0) + (row["bytes_up"] or 0)
             if row["global_accuracy"] is not None:
-                rounds.append(row["round"] + 1)
+                rounds.append(row["round"])
                 mbytes.append(total / 1e6)
                 accuracy.append(row["global_accuracy"])
         return rounds, mbytes, accuracy
@@ -47,7 +47,7 @@ class RunView:
     def rounds_to(self, target: float) -> int | None:
         for row in self.rounds:
             if row["global_accuracy"] is not None and row["global_accuracy"] >= target:
-                return row["round"] + 1
+                return row["round"]
         return None
 
     def params(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from fedforge.config import MlflowConfig
 from fedforge.engine.federation import RoundRecord
 from fedforge.errors import ConfigError
+from fedforge.logs import quiet_third_party
 
 
 def round_scalars(record: RoundRecord) -> dict[str, float]:
@@ -61,7 +62,7 @@ class TensorBoardSink:
 
     def log_round(self, record: RoundRecord) -> None:
         for tag, value in round_scalars(record).items():
-            self.writer.add_scalar(tag, value, record.round)
+            self.writer.add_scalar(tag, value, record.number)
         self.writer.flush()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -76,6 +77,7 @@ class MlflowSink:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise _missing("mlflow", "mlflow") from None
+        quiet_third_party()  # mlflow set its loggers to INFO on import
         self.uri = cfg.uri or f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
         self.client = MlflowClient(tracking_uri=self.uri)
         id_file = run_dir / "mlflow.json"
@@ -99,7 +101,7 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k.replace("/", "_"), v, now, record.round) for k, v in round_scalars(record).items()]
+        metrics = [Metric(k.replace("/", "_"), v, now, record.number) for k, v in round_scalars(record).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self, summary: dict[str, Any] | None = None) -> None:

@@ -1,11 +1,15 @@
 """SQLite run store: `<runs_dir>/runs.db`, shared by every run stored in that folder.
 
-Schema (version 3; `meta.schema_version` says which one a file has; version 1 and 2 files
-are upgraded in place on open, by adding the tables they lack):
+Schema (version 4; `meta.schema_version` says which one a file has; older files are upgraded
+in place on open: the tables they lack are added, and version 1-3 round numbers, 0-based then,
+are shifted to today's 1-based ones):
+
+Every `round` column holds the 1-based round number users see in the progress bar, events,
+reports and plots (round 1 is the first).
 
 - `runs`: one row per run. `run_id` (= the run directory's name), `name`, `run_dir`,
   `algorithm`, `dataset`, `model`, `seed`, `config` (resolved config, JSON), `status`
-  (running | finished | failed), `started_at`, `finished_at` (Unix seconds), `summary`
+  (running | finished | failed | interrupted), `started_at`, `finished_at` (Unix seconds), `summary`
   (summary.json's content, JSON).
 - `rounds`: one row per completed round. `global_accuracy`, `global_loss`,
   `personalized_mean`, `personalized_worst10` (NULL on rounds without evaluation),
@@ -38,8 +42,10 @@ from typing import Any
 from fedforge.engine.federation import RoundRecord
 from fedforge.errors import RunStoreError
 
-SCHEMA_VERSION = 3
-UPGRADABLE = {1, 2}  # older versions that an additive upgrade brings to SCHEMA_VERSION
+SCHEMA_VERSION = 4
+UPGRADABLE = {1, 2, 3}  # older versions that an upgrade brings to SCHEMA_VERSION
+ZERO_BASED = {1, 2, 3}  # versions whose round columns counted from 0
+ROUND_TABLES = ("rounds", "client_rounds", "domain_rounds", "metrics", "events")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -122,8 +128,10 @@ def _open(path: Path, create: bool) -> sqlite3.Connection:
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is not None and int(row[0]) in UPGRADABLE:
-            with db:  # additive upgrade: the new tables, then the new version number
+            with db:  # the new tables; then, in one transaction, renumbered rounds and the new version
                 db.executescript(SCHEMA)
+                if int(row[0]) in ZERO_BASED:
+                    _renumber_rounds(db)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             row = (str(SCHEMA_VERSION),)
     except BaseException:
@@ -134,6 +142,13 @@ def _open(path: Path, create: bool) -> sqlite3.Connection:
         db.close()
         raise RunStoreError(f"run store '{path}' has schema version {version}; this fedforge reads {SCHEMA_VERSION}")
     return db
+
+
+def _renumber_rounds(db: sqlite3.Connection) -> None:
+    """Shift 0-based round numbers to 1-based; through negatives, so no (run, round) key collides."""
+    for table in ROUND_TABLES:
+        db.execute(f"UPDATE {table} SET round = -(round + 1) WHERE round IS NOT NULL")
+        db.execute(f"UPDATE {table} SET round = -round WHERE round IS NOT NULL")
 
 
 class RunStore:
@@ -163,7 +178,8 @@ class RunStore:
             )
 
     def resume(self, last_round: int, reason: str) -> None:
-        """Forget rounds after `last_round` (they will run again) and record the resume."""
+        """Forget rounds after round number `last_round` (they will run again) and record the
+        resume at the first of them."""
         with self.db:
             if self.db.execute("SELECT 1 FROM runs WHERE run_id = ?", (self.run_id,)).fetchone() is None:
                 raise RunStoreError(f"run store '{self.path}' has no run '{self.run_id}' to resume")
@@ -192,7 +208,7 @@ class RunStore:
                 "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self.run_id,
-                    record.round,
+                    record.number,
                     _num(ev.accuracy) if ev else None,
                     _num(ev.loss) if ev else None,
                     ev.personalized_mean if ev else None,
@@ -210,7 +226,7 @@ class RunStore:
             rows = {
                 c.client_id: [
                     self.run_id,
-                    record.round,
+                    record.number,
                     c.client_id,
                     int(c.trained),
                     c.num_samples,
@@ -223,23 +239,23 @@ class RunStore:
                 for c in record.clients
             }
             for cid, acc in enumerate(accuracy):
-                blank = [self.run_id, record.round, cid, 0, None, None, None, None, None, None]
+                blank = [self.run_id, record.number, cid, 0, None, None, None, None, None, None]
                 rows.setdefault(cid, blank)[9] = _num(acc)
             self.db.executemany("INSERT INTO client_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(rows.values()))
             domains = (ev.domain_accuracy if ev else None) or {}
             self.db.executemany(
                 "INSERT INTO domain_rounds VALUES (?, ?, ?, ?)",
-                [(self.run_id, record.round, name, _num(acc)) for name, acc in domains.items()],
+                [(self.run_id, record.number, name, _num(acc)) for name, acc in domains.items()],
             )
             metrics = [(None, name, value) for name, value in ((ev.extra if ev else None) or {}).items()]
             metrics += [(c.client_id, name, value) for c in record.clients for name, value in c.metrics.items()]
             self.db.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
-                [(self.run_id, record.round, cid, name, _num(float(value))) for cid, name, value in metrics],
+                [(self.run_id, record.number, cid, name, _num(float(value))) for cid, name, value in metrics],
             )
             self.db.executemany(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.run_id, record.round, cid, kind, reason, time.time()) for cid, kind, reason in record.events],
+                [(self.run_id, record.number, cid, kind, reason, time.time()) for cid, kind, reason in record.events],
             )
 
     def finish(self, summary: dict[str, Any], status: str = "finished") -> None:
