@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # pyproject.toml only declares ranges (torch>=2.3).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench proto clean
+.PHONY: demo test lint docs bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 
+# The API reference from the docstrings (pdoc); any warning (a broken docstring, a module that
+# fails to import) is an error, and CI runs this target.
+docs: $(VENV)/.installed
+	rm -rf build/api
+	$(BIN)/python -W error -m pdoc -o build/api $$($(BIN)/python docs/api_modules.py)
+	@echo "API reference: build/api/index.html"
+
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
 
@@ -37,4 +44,4 @@ proto:
 		src/fedforge/deploy/fedforge.proto
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs build .pytest_cache

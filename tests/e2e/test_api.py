@@ -57,7 +57,7 @@ def test_default_run_learns_and_writes_its_outputs(quick, runs_dir):
     rounds = db.execute(
         "SELECT round, global_accuracy, bytes_up FROM rounds WHERE run_id='api' ORDER BY round"
     ).fetchall()
-    assert [r[0] for r in rounds] == [0, 1, 2]
+    assert [r[0] for r in rounds] == [1, 2, 3]  # stored 1-based
     assert rounds[-1][1] == pytest.approx(result.final_accuracy)
     assert sum(r[2] for r in rounds) == summary["bytes_up"]
     trained = db.execute("SELECT COUNT(*) FROM client_rounds WHERE run_id='api' AND trained=1").fetchone()[0]

@@ -47,16 +47,16 @@ def test_the_documented_aggregator_works_with_any_method(namespace, quick):
     assert result.config.aggregation.name == "mean_of_norm_clipped" and result.final_accuracy > 0.5
 
 
-README = DOC.parents[1] / "README.md"
+METHODS = DOC.parent / "methods.md"
 
 
 @pytest.mark.slow
-def test_the_readme_method_runs_with_a_robust_aggregator_and_a_server_optimizer(quick):
-    section = README.read_text().split("### Your own algorithm", 1)[1]
+def test_the_documented_method_runs_with_a_robust_aggregator_and_a_server_optimizer(quick):
+    section = METHODS.read_text().split("## Your own algorithm", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     definition, call = block.split("\nfedforge.run(", 1)
-    exec(compile(definition, str(README), "exec"), {})
-    settings = eval("dict(" + call.rstrip().removesuffix(")") + ")")  # the README's own arguments
+    exec(compile(definition, str(METHODS), "exec"), {})
+    settings = eval("dict(" + call.rstrip().removesuffix(")") + ")")  # the page's own arguments
     assert settings["aggregation"] == {"name": "median"}
     try:
         result = fedforge.run(quiet=True, **quick, **settings)

@@ -76,7 +76,7 @@ def test_target_remembers_old_classes_that_finetune_forgets_without_keeping_old_
             assert not any(bytes(img.numpy()) in real for img in record["synthetic"])
 
     # stored per round and shown in the report
-    last = len(load_rounds(target.run_dir)) - 1
+    last = len(load_rounds(target.run_dir))  # the last round's (1-based) number
     stored = {m["name"]: m["value"] for m in load_metrics(target.run_dir) if m["round"] == last}
     assert stored["task_0_accuracy"] == pytest.approx(t["accuracy_matrix"][-1][0])
     report = write_report([target.run_dir, finetune.run_dir], runs_dir / "report")

@@ -137,8 +137,8 @@ def test_nan_and_malformed_uploads_are_dropped_with_events_and_rounds_complete(r
     assert "error" not in holder, holder.get("error")
     result = holder["result"]
     events = {(e["round"], e["client_id"], e["kind"]): e["reason"] for e in load_events(result.run_dir)}
-    assert "NaN" in events[(0, 2, "rejected_update")]
-    assert "malformed upload" in events[(1, 2, "client_failed")]
+    assert "NaN" in events[(1, 2, "rejected_update")]  # rounds are numbered from 1
+    assert "malformed upload" in events[(2, 2, "client_failed")]
     assert result.summary["rounds"] == 2 and result.final_accuracy > 0.5  # the honest clients' model
     for thread in honest:
         thread.join(timeout=30)
@@ -327,8 +327,8 @@ def test_a_live_client_that_misses_the_deadline_is_dropped_and_own_data_clients_
     assert "error" not in holder, holder.get("error")
     result = holder["result"]
     events = {(e["round"], e["client_id"], e["kind"]): e["reason"] for e in load_events(result.run_dir)}
-    assert "missed the round deadline" in events[(0, 1, "client_failed")]
     assert "missed the round deadline" in events[(1, 1, "client_failed")]
+    assert "missed the round deadline" in events[(2, 1, "client_failed")]
     assert result.final_accuracy > 0.5  # learned from client 0's own data alone
 
 

@@ -9,7 +9,7 @@ import torch
 
 import fedforge
 from fedforge.api import Experiment, resolve_config
-from fedforge.tracking.query import load_metrics, load_rounds
+from fedforge.tracking.query import load_events, load_metrics, load_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "digits_fedssl.yaml")
@@ -35,10 +35,10 @@ def test_fedsimsiam_beats_the_random_encoder_and_stores_probe_and_knn(runs_dir):
     assert result.summary["final_metrics"]["knn_accuracy"] > 0.93  # no collapse (random encoder: 0.953)
     assert set(result.summary["final_metrics"]) == {"knn_accuracy"}
     rounds = load_rounds(result.run_dir)
-    assert [r["round"] for r in rounds if r["global_accuracy"] is not None] == [4, 9]  # eval.every 5
+    assert [r["round"] for r in rounds if r["global_accuracy"] is not None] == [5, 10]  # eval.every 5, 1-based
     metrics = load_metrics(result.run_dir)
     global_metrics = {(m["round"], m["name"]) for m in metrics if m["client_id"] is None}
-    assert global_metrics == {(4, "knn_accuracy"), (9, "knn_accuracy")}
+    assert global_metrics == {(5, "knn_accuracy"), (10, "knn_accuracy")}
     # SimSiam sends and receives encoder, projector and predictor, and has no target
     assert rounds[0]["bytes_up"] == rounds[0]["bytes_down"] > 0
 
@@ -53,20 +53,22 @@ def test_fedema_resume_restores_lambda_and_local_networks_bit_for_bit(runs_dir):
     }
     reference = fedforge.run(CONFIG, quiet=True, **{**common, "tracking": {**common["tracking"], "name": "ref"}})
     broken = fedforge.run(CONFIG, quiet=True, **{**common, "tracking": {**common["tracking"], "name": "broken"}})
-    # Crash after round 2: round 3 must run again with the clients' lambda and local networks.
-    (broken.run_dir / "checkpoints" / "round-000003.ckpt").unlink()
+    # Crash after round 3: round 4 must run again with the clients' lambda and local networks.
+    (broken.run_dir / "checkpoints" / "round-000004.ckpt").unlink()
     (broken.run_dir / "model.pt").unlink()
     (broken.run_dir / "summary.json").unlink()
     resumed = fedforge.resume(broken.run_dir, quiet=True)
+    resumes = [e for e in load_events(broken.run_dir) if e["kind"] == "resume"]
+    assert [(e["round"], e["reason"].split(" from ")[0]) for e in resumes] == [(4, "resumed after round 3")]
     ref_weights, new_weights = torch.load(reference.run_dir / "model.pt"), torch.load(resumed.run_dir / "model.pt")
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
     decays = {
-        m["client_id"]: m["value"] for m in load_metrics(broken.run_dir) if m["name"] == "ema_decay" and m["round"] == 3
+        m["client_id"]: m["value"] for m in load_metrics(broken.run_dir) if m["name"] == "ema_decay" and m["round"] == 4
     }
     ref_decays = {
         m["client_id"]: m["value"]
         for m in load_metrics(reference.run_dir)
-        if m["name"] == "ema_decay" and m["round"] == 3
+        if m["name"] == "ema_decay" and m["round"] == 4
     }
     assert decays == ref_decays and len(decays) == 5 and all(0 < d <= 1 for d in decays.values())
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fedforge
-from fedforge.tracking.query import load_events, load_rounds
+from fedforge.tracking.query import load_events, load_rounds, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["configs/digits_fedavg.yaml", "train.rounds=8", "data.num_clients=6", "eval.every=2"]
@@ -75,11 +75,42 @@ def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir):
 
     assert_same_weights(runs_dir / "victim", runs_dir / "reference")
     victim_rounds = load_rounds(runs_dir / "victim")
-    assert [r["round"] for r in victim_rounds] == list(range(8))  # every round exactly once
+    assert [r["round"] for r in victim_rounds] == list(range(1, 9))  # every round exactly once, 1-based
     ref_rounds = load_rounds(runs_dir / "reference")
     assert [r["global_accuracy"] for r in victim_rounds] == [r["global_accuracy"] for r in ref_rounds]
     resumes = [e for e in load_events(runs_dir / "victim") if e["kind"] == "resume"]
     assert len(resumes) == 1 and "resumed after round" in resumes[0]["reason"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_interrupted_and_prints_the_resume_command(runs_dir):
+    reference = cli("run", *ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=reference", "--quiet")
+    victim = cli("run", *ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=victim")
+    deadline = time.monotonic() + 120
+    while rounds_done(runs_dir / "runs.db", "victim") < 3:
+        assert victim.poll() is None, victim.stderr.read()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGINT)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130, err
+    assert "Traceback" not in err
+    done = rounds_done(runs_dir / "runs.db", "victim")
+    assert f"interrupted during round {done + 1} of 8 ({done} completed)" in err
+    assert f"the last checkpoint holds round {done}" in err  # checkpoint.every 1: the last completed round
+    command = next(line for line in err.splitlines() if line.startswith("resume with: ")).removeprefix("resume with: ")
+    assert command == f"fedforge resume {runs_dir / 'victim'}"
+    (run,) = [r for r in load_runs(runs_dir) if r["name"] == "victim"]
+    assert run["status"] == "interrupted"
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+
+    resumed = cli(*command.split()[1:], "--quiet")  # the printed command, verbatim
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert_same_weights(runs_dir / "victim", runs_dir / "reference")
+    assert [r["round"] for r in load_rounds(runs_dir / "victim")] == list(range(1, 9))
+    (run,) = [r for r in load_runs(runs_dir) if r["name"] == "victim"]
+    assert run["status"] == "finished"
 
 
 @pytest.mark.slow
@@ -94,7 +125,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_still_matches(runs_dir):
     reference = fedforge.run(quiet=True, **{**common, "tracking": {**common["tracking"], "name": "ref"}})
     broken = fedforge.run(quiet=True, **{**common, "tracking": {**common["tracking"], "name": "broken"}})
     ckpts = sorted((broken.run_dir / "checkpoints").glob("*.ckpt"))
-    assert [p.name for p in ckpts] == ["round-000003.ckpt", "round-000004.ckpt", "round-000005.ckpt"]
+    assert [p.name for p in ckpts] == ["round-000004.ckpt", "round-000005.ckpt", "round-000006.ckpt"]
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])  # truncated newest checkpoint
     (broken.run_dir / "model.pt").unlink()
     # Simulate the crash: the last two rounds must run again from round 4's checkpoint.
@@ -103,8 +134,8 @@ def test_corrupt_newest_checkpoint_falls_back_and_still_matches(runs_dir):
     assert resumed.final_accuracy == reference.final_accuracy
     events = load_events(broken.run_dir)
     skipped = [e for e in events if e["kind"] == "checkpoint_skipped"]
-    assert len(skipped) == 1 and "round-000005.ckpt" in skipped[0]["reason"]
-    assert [r["round"] for r in load_rounds(broken.run_dir)] == list(range(6))
+    assert len(skipped) == 1 and "round-000006.ckpt" in skipped[0]["reason"]
+    assert [r["round"] for r in load_rounds(broken.run_dir)] == list(range(1, 7))
 
 
 def test_resume_errors_are_clear(tmp_path, runs_dir):

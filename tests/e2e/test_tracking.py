@@ -42,16 +42,12 @@ def test_report_on_three_methods_matches_the_database(runs_dir, tmp_path):
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    for name in (
-        "accuracy_vs_round.png",
-        "accuracy_vs_bytes.png",
-        "client_accuracy.png",
-        "partition_fedavg.png",
-        "partition_fedprox.png",
-        "partition_fedbn.png",
-    ):
-        data = (out / name).read_bytes()
-        assert data.startswith(PNG) and len(data) > 5000, name
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    # the three configs split the data identically: one partition map, not three copies
+    assert pngs == ["accuracy_vs_bytes.png", "accuracy_vs_round.png", "client_accuracy.png", "partition_1.png"]
+    for name in pngs:
+        assert (out / name).read_bytes().startswith(PNG), name
+        assert_looks_like_a_plot(out / name)
 
     table = (out / "report.md").read_text()
     rows = {
@@ -61,16 +57,33 @@ def test_report_on_three_methods_matches_the_database(runs_dir, tmp_path):
     }
     assert set(rows) == {"fedavg", "fedprox", "fedbn"}
     assert rows["fedprox"][2] == "mu=0.01"
+    assert "`partition_1.png`: fedavg, fedprox, fedbn" in table
     for run in load_runs(runs_dir):
-        row = rows[run["name"]]
+        row, summary = rows[run["name"]], run["summary"]
         assert row[1] == run["algorithm"]
-        assert row[5] == f"{run['summary']['final_accuracy']:.4f}"
-        assert row[6] == f"{run['summary']['best_accuracy']:.4f}"
+        assert row[5] == f"{summary['final_accuracy']:.4f}"
+        assert row[6] == f"{summary['best_accuracy']:.4f}"
+        assert row[7] == f"{summary['final_personalized_accuracy']:.4f}"
+        assert row[8] == f"{summary['final_worst10_accuracy']:.4f}"
         rounds = load_rounds(runs_dir, run["run_id"])
-        reached = next(r["round"] + 1 for r in rounds if r["global_accuracy"] >= 0.5)
-        assert row[7] == str(reached)
-        assert row[8] == str(len(rounds))
-        assert row[9] == f"{run['summary']['wall_seconds']:.1f}"
+        reached = next(r["round"] for r in rounds if r["global_accuracy"] >= 0.5)  # rounds are 1-based
+        assert row[9] == str(reached)
+        assert row[10] == str(len(rounds))
+        assert row[11] == f"{summary['wall_seconds']:.1f}"
+
+
+def assert_looks_like_a_plot(path: Path) -> None:
+    """A readable figure: a sensible size, and coloured marks (curves, points, cells) inside
+    its axes area rather than an empty frame."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)[..., :3]
+    height, width = image.shape[:2]
+    assert 300 <= height <= 3000 and 400 <= width <= 4000, (path.name, image.shape)
+    inner = image[height // 8 : -height // 8, width // 8 : -width // 8]
+    coloured = (inner.max(axis=2) - inner.min(axis=2)) > 0.25  # not white, grey or black
+    assert coloured.mean() > 0.003, f"{path.name}: no coloured marks inside the axes"
+    assert (inner.mean(axis=2) < 0.9).mean() > 0.01, f"{path.name}: almost blank"
 
 
 def test_runs_command_lists_runs(runs_dir):
@@ -143,7 +156,7 @@ def test_tensorboard_sink_writes_every_round(runs_dir):
         "time/round_seconds",
     } <= tags
     accuracy = events.Scalars("global/accuracy")
-    assert [s.step for s in accuracy] == [0, 1, 2]
+    assert [s.step for s in accuracy] == [1, 2, 3]  # steps are the 1-based round numbers
     assert accuracy[-1].value == pytest.approx(result.final_accuracy)
 
 
@@ -158,7 +171,7 @@ def test_mlflow_sink_logs_params_and_metrics_to_a_local_store(runs_dir):
     assert run.info.run_name == result.run_dir.name and run.info.status == "FINISHED"
     assert run.data.params["algorithm.name"] == "fedavg" and run.data.params["train.rounds"] == "3"
     history = client.get_metric_history(run.info.run_id, "global_accuracy")
-    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.step for m in history] == [1, 2, 3]
     assert history[-1].value == pytest.approx(result.final_accuracy)
     assert {"clients_accuracy_mean", "comm_bytes_up", "time_round_seconds"} <= set(run.data.metrics)
 

@@ -212,7 +212,7 @@ def test_a_lying_authenticated_client_cannot_decide_or_wreck_the_model(runs_dir,
     run = load_runs(runs_dir)[0]
     assert run["status"] == "finished" and run["summary"]["rounds"] == ROUNDS
     events = {(e["round"], e["kind"]) for e in load_events(Path(run["run_dir"])) if e["client_id"] == 3}
-    assert events == {(0, "rejected_update"), (1, "rejected_update"), (2, "client_failed"), (3, "client_failed")}
+    assert events == {(1, "rejected_update"), (2, "rejected_update"), (3, "client_failed"), (4, "client_failed")}
     with sqlite3.connect(runs_dir / "runs.db") as db:
         trained = db.execute("SELECT SUM(trained), MAX(num_samples) FROM client_rounds WHERE client_id = 3").fetchone()
         stored_metrics = db.execute("SELECT COUNT(*) FROM metrics WHERE client_id = 3").fetchone()[0]

@@ -141,7 +141,7 @@ def test_uploads_are_refused_before_any_memory_is_spent_on_them(server):
         zero = join(stub, 0, "token-zero")
         before = rss_of_this_process()
         reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
-        assert not reply.accepted and "no job of round 0" in reply.reason
+        assert not reply.accepted and "no job of round 1" in reply.reason
         hub.dispatch([ClientJob(0, 0, {MODEL: torch.zeros(1000)})])
         reply = stub.SubmitResult(iter([upload_header(zero.session, 0, gib)]), metadata=ZERO, timeout=30)
         assert not reply.accepted

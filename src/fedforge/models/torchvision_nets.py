@@ -98,7 +98,10 @@ def torchvision_classifier(name: str) -> ModelFactory:
         try:
             net = get_model(name, weights=None, num_classes=num_classes, **options)
         except (ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"model torchvision:{name} cannot be built for {c}x{h}x{w} inputs: {err}") from None
+            raise ConfigError(
+                f"model torchvision:{name} cannot be built for {c}x{h}x{w} inputs ({err}); set data.image_size "
+                "to a size it takes (e.g. 224)"
+            ) from None
         if c != 3:
             _replace_first_conv(net, c)
         _check_forward(net, input_shape, f"torchvision:{name}")

@@ -29,9 +29,7 @@ class RunView:
     histogram: np.ndarray | None
     byzantine: list[tuple[int, int]] = field(default_factory=list)  # (round, client) of simulated attackers
 
-    @property
-    def label(self) -> str:
-        return f"{self.method} ({self.name})"
+    label: str = ""  # what legends call this run: set by distinct_labels
 
     def curve(self) -> tuple[list[float], list[float], list[float]]:
         """(round numbers, cumulative MB exchanged, global accuracy) at evaluated rounds."""
@@ -55,6 +53,34 @@ class RunView:
 
     def partition(self) -> str:
         return partition_label(self.config)
+
+
+LABEL_DETAILS = (  # what may tell runs of one method apart, in the order a legend adds them
+    lambda v: v.params(),
+    lambda v: v.partition(),
+    lambda v: f"{v.config['data']['num_clients']} clients",
+    lambda v: section_label(v.config.get("aggregation")),
+    lambda v: section_label(v.config.get("server_opt")),
+    lambda v: f"seed {v.config['seed']}",
+    lambda v: v.name,
+)
+
+
+def distinct_labels(views: list[RunView]) -> None:
+    """Label each run by its method, adding only the details in which runs of the same method
+    differ (`fedprox mu=0.1`, `fedavg seed 2`), so a legend never repeats a name."""
+    by_method: dict[str, list[RunView]] = {}
+    for v in views:
+        by_method.setdefault(v.method, []).append(v)
+    for group in by_method.values():
+        details = [d for d in LABEL_DETAILS if len(group) > 1 and len({d(v) for v in group}) > 1]
+        for v in group:
+            shown = []
+            for detail in details:
+                shown.append(detail(v))
+                if len({tuple(d(u) for d in details[: len(shown)]) for u in group}) == len(group):
+                    break
+            v.label = " ".join([v.method, *(x for x in shown if x != "-")])
 
 
 def algorithm_params(config: dict[str, Any]) -> str:
@@ -100,20 +126,34 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def markdown_table(views: list[RunView], target: float) -> str:
+    """One row per run. `client acc` is the mean over clients of their local-test accuracy
+    (personalized: each client's own model where the method keeps local parts, as FedBN does),
+    `worst 10%` the mean of the lowest tenth: where non-IID methods differ most."""
     head = (
-        f"| run | method | params | partition | clients | final acc | best acc | rounds to {target:.2f} "
-        "| rounds | wall s |"
+        f"| run | method | params | partition | clients | final acc | best acc | client acc | worst 10% "
+        f"| rounds to {target:.2f} | rounds | wall s |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 12]
     for v in views:
         reach = v.rounds_to(target)
+        s = v.summary
         lines.append(
             f"| {v.name} | {v.method} | {v.params()} | {v.partition()} | {v.config['data']['num_clients']} "
-            f"| {_fmt(v.summary.get('final_accuracy'))} | {_fmt(v.summary.get('best_accuracy'))} "
-            f"| {reach if reach is not None else 'not reached'} | {v.summary.get('rounds', len(v.rounds))} "
-            f"| {_fmt(v.summary.get('wall_seconds'), 1)} |"
+            f"| {_fmt(s.get('final_accuracy'))} | {_fmt(s.get('best_accuracy'))} "
+            f"| {_fmt(s.get('final_personalized_accuracy'))} | {_fmt(s.get('final_worst10_accuracy'))} "
+            f"| {reach if reach is not None else 'not reached'} | {s.get('rounds', len(v.rounds))} "
+            f"| {_fmt(s.get('wall_seconds'), 1)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def partition_groups(views: list[RunView]) -> list[list[RunView]]:
+    """Runs grouped by identical client x class histograms: one heat map per distinct partition."""
+    groups: dict[tuple[tuple[int, ...], bytes], list[RunView]] = {}
+    for v in views:
+        if v.histogram is not None and v.histogram.size > 1:
+            groups.setdefault((v.histogram.shape, v.histogram.tobytes()), []).append(v)
+    return list(groups.values())
 
 
 def section_label(section: dict[str, Any] | None, key: str = "name") -> str:
@@ -160,6 +200,7 @@ class Report:
 def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.9) -> Report:
     """Curves, client-accuracy distribution, partition heat maps and report.md in `out`."""
     views = [load_view(d) for d in run_dirs]
+    distinct_labels(views)
     report = Report(Path(out))
     report.folder.mkdir(parents=True, exist_ok=True)
 
@@ -174,6 +215,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
         "Global test accuracy per round",
         "round",
         "global test accuracy",
+        integer_x=True,
     )
     line_plot(
         [(label, m, mb, acc) for label, m, _, mb, acc in curves],
@@ -187,11 +229,16 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
         distribution_plot(
             groups, path("client_accuracy.png"), "Final per-client accuracy (local test splits)", "client test accuracy"
         )
-    for v in views:
-        if v.histogram is not None and v.histogram.size > 1:
-            partition_heatmap(v.histogram, path(f"partition_{v.name}.png"), f"{v.name}: {v.partition()}")
+    partitions = []
+    for i, group in enumerate(partition_groups(views), start=1):
+        first = group[0]
+        title = f"{first.config['data']['name']}, {first.config['data']['num_clients']} clients: {first.partition()}"
+        partition_heatmap(first.histogram, path(f"partition_{i}.png"), title)
+        partitions.append(f"- `partition_{i}.png`: {', '.join(v.name for v in group)}")
     table = markdown_table(views, target)
     figures = "\n".join(f"![{p.stem}]({p.name})" for p in report.files)
+    if partitions:
+        figures += "\n\nPartition maps (runs with identical client x class counts share one):\n" + "\n".join(partitions)
     continual = continual_markdown([(v.name, v.summary) for v in views])
     robustness = robustness_markdown(views)
     path("report.md").write_text(f"# fedforge report\n\n{table}\n{robustness}\n{continual}\n{figures}\n")
