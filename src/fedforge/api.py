@@ -221,7 +221,7 @@ class Session:
         try:
             ckpt, skipped = self.checkpointer.latest(self.exp.device, expected_size=self.state.weights.numel())
         except CheckpointError as err:
-            return 0, f"restarted from round 0: {err}", []
+            return 0, f"restarted from round 1: {err}", []
         try:
             server_opt = {k: v.to(self.exp.device) for k, v in ckpt.state.server_opt.items()}
             self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras, server_opt)

@@ -106,3 +106,22 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=50)
     assert proc.returncode == 130 and "cleaning up" in proc.stdout
     assert "second interrupt: exiting at once" in proc.stderr
+
+
+def test_progress_is_one_plain_line_per_round_off_a_terminal():
+    from rich.console import Console
+
+    from fedforge.engine.federation import RoundRecord
+    from fedforge.tracking.progress import ProgressSink
+
+    stream = io.StringIO()
+    sink = ProgressSink(3, "fedavg on digits", start=1, console=Console(file=stream, force_terminal=False))
+    for index in (1, 2):
+        sink.log_round(RoundRecord(index, [], [], 0.5, 0, 0, 0.1, seconds=0.25))
+    sink.close()
+    assert stream.getvalue().splitlines() == [
+        "fedavg on digits: resuming at round 2/3",
+        "fedavg on digits: round 2/3  loss 0.500  0.2 s",
+        "fedavg on digits: round 3/3  loss 0.500  0.2 s",
+    ]
+    assert "\x1b" not in stream.getvalue()  # no escape codes in a log file
