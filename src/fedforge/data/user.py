@@ -44,6 +44,7 @@ class UserData:
     hflip_safe: bool = False
 
     def load(self, cfg: DataConfig) -> DatasetTensors:
+        """Data handed to `fedforge.run(data=...)` in this process, held in memory."""
         if self.test_x is None or self.test_y is None:
             tx, vx, ty, vy = _split_fixed(self.train_x.numpy(), self.train_y.numpy(), cfg.test_fraction, self.name)
         else:
