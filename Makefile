@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs
 
 # The API reference from the docstrings (pdoc); any warning (a broken docstring, a module that
 # fails to import) is an error, and CI runs this target.

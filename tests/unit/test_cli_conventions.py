@@ -43,7 +43,10 @@ def test_every_listed_plugin_has_a_description():
 
     for registry in (DATASETS, PARTITIONS, MODELS, TASKS, ALGORITHMS, AGGREGATORS, SERVER_OPTIMIZERS, EXECUTORS):
         for name in registry.names():
-            assert "no description" not in describe(registry.get(name)), f"{registry.kind} {name}"
+            entry = registry.get(name)
+            if not getattr(entry, "__module__", "").startswith("fedforge."):
+                continue  # registered by another test of this session, not shipped
+            assert "no description" not in describe(entry), f"{registry.kind} {name}"
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0 and "torchvision:NAME" in result.output
 
