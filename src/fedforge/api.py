@@ -147,6 +147,7 @@ class Experiment:
         self.device = resolve_device(cfg.backend.device)
         self.data: FederatedDataset = build_federated_dataset(cfg).to(self.device)
         self.task: Task = cfg.task.resolve()(cfg.task.params)
+        self.data.source.require(self.task.target, self.task.name)
 
     def model_factory(self) -> Callable[[], nn.Module]:
         """Builds the seeded initial model on the CPU; picklable, so remote workers build their own."""

@@ -161,7 +161,8 @@ class AlgorithmConfig(PluginConfig):
 
 
 class TaskConfig(PluginConfig):
-    """What is learned: `classification` (labels) or `ssl` (self-supervised, labels unused)."""
+    """What is learned: `classification` (labels), `ssl` (self-supervised, labels unused), `detection`
+    (boxes) or `segmentation` (masks)."""
 
     name: str = Field("classification", description="task (default: the one the algorithm trains)")
 
@@ -359,7 +360,7 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         algo = self.algorithm.resolve()
-        if self.task.name.lower() != algo.task:
+        if not algo.trains(self.task.resolve()):
             raise PydanticCustomError(
                 "inconsistent",
                 "algorithm '{a}' trains the '{want}' task, not '{got}'; set task.name={want} or pick another algorithm",

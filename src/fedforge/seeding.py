@@ -11,6 +11,7 @@ import torch
 
 # Purposes; fixed integers so seeds stay stable across versions.
 PARTITION, SPLIT, INIT, SELECTION, CLIENT, DROPOUT, EVAL, CLASS_ORDER, SYNTHESIS, ATTACK = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+SERVER_EXCHANGE = 11  # FedExchange's fallback draws
 
 
 def derive_seed(seed: int, *keys: int) -> int:

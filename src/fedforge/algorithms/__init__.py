@@ -1,6 +1,8 @@
 """Federated algorithms, one module per method, all behind the protocol in base.py."""
 
-from fedforge.algorithms import continual, fedavg, fedbn, fedema, fedewc, fedlwf, fedprox, fedssl, fedu, fedwon, target  # noqa: E402,F401,I001  (registers the built-ins)
+from fedforge.algorithms import (  # noqa: F401,I001  (registers the built-ins)
+    continual, fedavg, fedbn, fedema, fedewc, fedexchange, fedlwf, fedprox, fedssl, fedu, fedwon, target,
+)  # fmt: skip
 from fedforge.algorithms.base import (
     ALGORITHMS,
     Algorithm,

@@ -51,18 +51,19 @@ class ClientContext:
     def num_samples(self) -> int:
         return len(self.data.client_train[self.client_id])
 
-    def batches(self, epochs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epochs: int) -> Iterator[tuple[torch.Tensor, Any]]:
         """Shuffled mini-batches of this client's shard: index slices into shared tensors.
 
-        Images stay raw (uint8): the task turns them into inputs (one view or two)."""
+        Images stay raw (uint8): the task turns them into inputs (one view or two). Targets come
+        from the store the task learns (labels, masks or boxes)."""
         idx = self.data.client_train[self.client_id]
-        src, size = self.data.source, self.train.batch_size
+        src, size, kind = self.data.source, self.train.batch_size, self.task.target
         for _ in range(epochs):
             order = idx[torch.randperm(len(idx), generator=self.generator).to(idx.device)]
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
-                labels = src.train_y[batch]
-                yield src.train_x[batch], self.data.num_classes - 1 - labels if self.flip_labels else labels
+                targets = src.targets("train", kind, batch)
+                yield src.train_x[batch], self.data.num_classes - 1 - targets if self.flip_labels else targets
 
     def optimizer(self) -> torch.optim.Optimizer | FlatSGD:
         """A fresh local optimizer, as in FedAvg: no optimizer state survives between rounds.
@@ -122,6 +123,13 @@ class Algorithm:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     task: ClassVar[str] = "classification"  # the task it trains; config.task defaults to it
+    any_supervised_task: ClassVar[bool] = False  # True: it only runs local SGD on the task's loss, so it
+    # trains every supervised task (detection, segmentation, ...), not just `task`
+
+    @classmethod
+    def trains(cls, task: Any) -> bool:
+        """Whether this method can train `task` (a Task class)."""
+        return task.name == cls.task or (cls.any_supervised_task and task.supervised)
 
     @classmethod
     def configure_task(cls, task: Any) -> None:
@@ -172,6 +180,15 @@ class Algorithm:
         if MODEL not in reduced:
             return state
         return self.apply_mean(state, reduced[MODEL], round_index)
+
+    def keeps_uploads(self, round_index: int) -> bool:
+        """Whether this round's MODEL uploads reach `apply_uploads` one by one (clustered or
+        exchanging methods); the aggregator still reduces them. Default: never, so they stream."""
+        return False
+
+    def apply_uploads(self, state: ServerState, uploads: dict[int, torch.Tensor], round_index: int) -> ServerState:
+        """After `apply`, in rounds where `keeps_uploads`: the accepted MODEL uploads by client id."""
+        return state
 
     def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
         """The new global state from the reduced MODEL entry (the sample-weighted mean under the default aggregator)."""

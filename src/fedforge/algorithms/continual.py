@@ -88,6 +88,7 @@ def frozen_logits(ctx: ClientContext, weights: torch.Tensor, inputs: torch.Tenso
 class Finetune(FedAvg):
     """FedAvg on each new task's data only: the lower bound every continual method must beat."""
 
+    any_supervised_task = False  # continual methods learn class streams: classification only
     sends_teacher: ClassVar[bool] = False  # methods that distil from or regularize toward it set True
 
     def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:

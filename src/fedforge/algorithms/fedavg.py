@@ -17,6 +17,8 @@ from fedforge.algorithms.base import MODEL, Algorithm, ClientContext, ClientJob,
 class FedAvg(Algorithm):
     """Local SGD on each client, then the sample-weighted average of their models."""
 
+    any_supervised_task = True
+
     def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
         return ServerState(weights=mean, extras=state.extras)
 

@@ -83,6 +83,7 @@ class FedSSL(FedAvg):
     """Shared mechanism: upload and average the declared parts; keep the declared ones locally."""
 
     task = "ssl"
+    any_supervised_task = False
     ssl_losses: ClassVar[tuple[str, ...]] = ("byol",)  # accepted task.loss values; the first is the default
     uploads: ClassVar[tuple[str, ...]] = ("online", "predictor")  # sent to the server and averaged
     keeps: ClassVar[tuple[str, ...]] = ()  # stored in the client's state between its rounds

@@ -66,17 +66,9 @@ class FederatedDataset:
         """This dataset with images, labels and indices on `device` (moved once, not per batch).
 
         Like `Tensor.to`, it leaves `self` as it is: a GPU run can still ship a CPU copy to workers."""
-        s = self.source
-        source = dataclasses.replace(
-            s,
-            train_x=s.train_x.to(device),
-            train_y=s.train_y.to(device),
-            test_x=s.test_x.to(device),
-            test_y=s.test_y.to(device),
-        )
         return dataclasses.replace(
             self,
-            source=source,
+            source=self.source.to(device),
             client_train=[idx.to(device) for idx in self.client_train],
             client_test=[idx.to(device) for idx in self.client_test],
             transform=copy.copy(self.transform).to(device),

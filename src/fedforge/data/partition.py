@@ -149,3 +149,23 @@ def domain(
         for k, part in enumerate(np.array_split(rng.permutation(idx), per_domain)):
             clients[int(d) + k * len(names)] = np.sort(part)
     return clients
+
+
+@PARTITIONS.register("domain_dirichlet")
+def domain_dirichlet(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    domains: np.ndarray | None = None,
+    *,
+    alpha: Annotated[float, Field(gt=0, description="concentration; small = each client sees few domains")] = 0.5,
+    min_samples: Annotated[int, Field(ge=0, description="resample until every client has this many")] = 10,
+) -> list[np.ndarray]:
+    """Attribute skew (COALA's BDD100K `dir` split): each domain (e.g. a weather) is split across
+    clients by proportions drawn from Dir(alpha), as `dirichlet` splits classes."""
+    if domains is None:
+        raise PartitionError(
+            "the domain_dirichlet partition needs a dataset with domains or attributes (scenes, bdd100k, "
+            "digits-domains, fashion-mnist-domains, domainfolder)"
+        )
+    return dirichlet(domains, num_clients, rng, alpha=alpha, min_samples=min_samples)

@@ -13,13 +13,14 @@ import pickle
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from fedforge.data.targets import BOXES, MASKS, PackedBoxes
 from fedforge.errors import ConfigError, DatasetFormatError, DatasetNotFound
 from fedforge.registry import Registry
 
@@ -51,6 +52,10 @@ class DatasetTensors:
     # by default; a dataset whose targets are not one class (boxes, masks) or that should split
     # by something else (a writer, a dominant class) sets it.
     train_key: torch.Tensor | None = None
+    # Dense sets: their target stores by kind (data/targets.py: "boxes", "masks"); train_y/test_y
+    # then hold each image's dominant class, so histograms and label-skew partitions still work.
+    train_targets: dict[str, Any] = field(default_factory=dict)
+    test_targets: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -66,6 +71,49 @@ class DatasetTensors:
                 f"{self.name}: the partition key must be int64 with one entry per training image, got "
                 f"{key.dtype} {tuple(key.shape)} for {len(self.train_x)} images"
             )
+
+    def targets(self, split: str, kind: str, index: torch.Tensor) -> Any:
+        """The targets of the samples at `index` of `split` ("train" or "test") from the `kind` store
+        ("labels" or a dense store): what a task's loss and evaluator take."""
+        if kind == "labels":
+            return (self.train_y if split == "train" else self.test_y)[index]
+        return (self.train_targets if split == "train" else self.test_targets)[kind][index]
+
+    def require(self, kind: str, task: str) -> None:
+        """Refuse a task whose target store this dataset does not have, before anything runs."""
+        if kind != "labels" and kind not in self.train_targets:
+            have = ", ".join(["labels", *self.train_targets]) or "labels"
+            raise ConfigError(
+                f"task '{task}' learns {kind}, but dataset '{self.name}' has {have} only; pick a dataset with "
+                f"{kind} (scenes, coco, voc, bdd100k) or another task"
+            )
+
+    def select_train(self, keep: torch.Tensor) -> None:
+        """Keep only the training samples at `keep` (every per-sample tensor and target store)."""
+        self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
+        for name in ("train_domain", "train_key"):
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, value[keep])
+        self.train_targets = {
+            k: v.select(keep) if isinstance(v, PackedBoxes) else v[keep] for k, v in self.train_targets.items()
+        }
+
+    def to(self, device: torch.device | str) -> DatasetTensors:
+        """A copy with images, labels and target stores on `device`."""
+        import dataclasses
+
+        def move(stores: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.to(device) for k, v in stores.items()}
+
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+            train_targets=move(self.train_targets),
+            test_targets=move(self.test_targets),
+        )
 
     @property
     def partition_key(self) -> torch.Tensor:
@@ -91,13 +139,27 @@ def load_dataset(cfg: DataConfig) -> DatasetTensors:
         # A fixed stream of its own: seed 0 is the domain assignment's, and reusing it would
         # keep exactly the first domain's share.
         keep = np.sort(np.random.default_rng(SUBSAMPLE_SEED).permutation(n)[: max(1, int(n * cfg.train_fraction))])
-        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
-        if data.train_domain is not None:
-            data.train_domain = data.train_domain[keep]
+        data.select_train(torch.as_tensor(keep))
     if cfg.image_size is not None and data.input_shape[1:] != (cfg.image_size, cfg.image_size):
+        height, width = data.input_shape[1:]
         data.train_x = _resize(data.train_x, cfg.image_size)
         data.test_x = _resize(data.test_x, cfg.image_size)
+        for stores in (data.train_targets, data.test_targets):
+            _resize_targets(stores, cfg.image_size, height, width)
     return data
+
+
+def _resize_targets(stores: dict[str, Any], size: int, height: int, width: int) -> None:
+    """Move dense targets with a resize of their images from height x width to size x size."""
+    if BOXES in stores:
+        packed: PackedBoxes = stores[BOXES]
+        scale = torch.tensor([size / width, size / height, size / width, size / height])
+        stores[BOXES] = PackedBoxes(packed.boxes * scale.to(packed.boxes.device), packed.labels, packed.offsets)
+    if MASKS in stores:
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as tvf
+
+        stores[MASKS] = tvf.resize(stores[MASKS], [size, size], interpolation=InterpolationMode.NEAREST_EXACT)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

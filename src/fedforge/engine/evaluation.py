@@ -19,7 +19,7 @@ from fedforge.data.federated import FederatedDataset
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.weights import FlatModel
 from fedforge.seeding import EVAL, derive_seed
-from fedforge.tasks import ClassificationTask, Outcomes, SSLNetwork, SSLTask, Task
+from fedforge.tasks import ClassificationTask, DenseTask, Outcomes, SSLNetwork, SSLTask, Task
 from fedforge.tasks.probe import extract_features, finetune, knn_accuracy, labeled_subset, linear_probe
 
 
@@ -76,21 +76,29 @@ def build_evaluator(
     if task.evaluation == "representation":
         assert isinstance(task, SSLTask)
         return RepresentationEvaluator(data, flat, task, batch_size, seed)
+    if task.evaluation == "dense":
+        assert isinstance(task, DenseTask)
+        return DenseEvaluator(data, flat, task, batch_size, personalized)
     if data.stream is not None:
         return ContinualEvaluator(data, flat, batch_size, personalized=False)
     return Evaluator(data, flat, batch_size, personalized)
+
+
+def domain_members(data: FederatedDataset) -> dict[int, list[int]]:
+    """Which clients belong to each domain (multi-domain sets only); fixed by the partition."""
+    members: dict[int, list[int]] = {}
+    for cid in range(data.num_clients):
+        d = data.client_domain(cid)
+        if d is not None:
+            members.setdefault(d, []).append(cid)
+    return members
 
 
 class Evaluator:
     def __init__(self, data: FederatedDataset, flat: FlatModel, batch_size: int, personalized: bool) -> None:
         self.data, self.flat, self.batch_size, self.personalized = data, flat, batch_size, personalized
         self.task = ClassificationTask()
-        # Fixed by the partition: which clients belong to each domain (multi-domain sets only).
-        self.domain_members: dict[int, list[int]] = {}
-        for cid in range(data.num_clients):
-            d = data.client_domain(cid)
-            if d is not None:
-                self.domain_members.setdefault(d, []).append(cid)
+        self.domain_members = domain_members(data)
 
     def _outcomes(self, weights: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> Outcomes:
         self.flat.load(weights)
@@ -187,6 +195,90 @@ class ContinualEvaluator(Evaluator):
             metrics.extra["old_accuracy"] = float(old.float().mean()) if len(old) else float("nan")
             metrics.extra["new_accuracy"] = metrics.extra[f"task_{current}_accuracy"]
         return metrics
+
+
+class DenseEvaluator:
+    """Detection and segmentation: the headline (mAP@0.5, mIoU) of the global model on the test
+    set, per domain and per client, like classification's accuracy.
+
+    Each model predicts each image once; a domain's or a client's score is its subset of those
+    predictions. Per domain: the mean over that domain's clients of their (personalized) model's
+    score on the domain's test images; the global model's where nobody personalizes."""
+
+    def __init__(
+        self, data: FederatedDataset, flat: FlatModel, task: DenseTask, batch_size: int, personalized: bool
+    ) -> None:
+        self.data, self.flat, self.task, self.batch_size, self.personalized = data, flat, task, batch_size, personalized
+        self.domain_members = domain_members(data)
+        src = data.source
+        self.test_targets = task.split_targets(src.targets("test", task.target, torch.arange(len(src.test_x))))
+
+    def _predict(self, weights: torch.Tensor, images: torch.Tensor) -> list:
+        self.flat.load(weights)
+        model = self.flat.model
+        was_training = model.training
+        model.eval()
+        try:
+            out = []
+            for start in range(0, len(images), self.batch_size):
+                out += self.task.predict(model, images[start : start + self.batch_size], self.data.transform)
+        finally:
+            model.train(was_training)
+        return out
+
+    def _score(self, predictions: list, targets: list) -> dict[str, float]:
+        return self.task.score(predictions, targets, self.data.num_classes)
+
+    def evaluate(
+        self,
+        algorithm: Algorithm,
+        state: ServerState,
+        clients: ClientStore,
+        final: bool = False,
+        round_index: int | None = None,
+    ) -> EvalMetrics:
+        src, headline = self.data.source, self.task.headline.name
+        glob = self._predict(state.weights, src.test_x)
+        scores = self._score(glob, self.test_targets)
+        metrics = EvalMetrics(accuracy=scores[headline], loss=float("nan"), extra=scores)
+        if self.personalized:
+            metrics.client_accuracy = self._client_scores(algorithm, state, clients)
+        if src.domain_names is not None and src.test_domain is not None:
+            metrics.domain_accuracy = self._domain_scores(algorithm, state, clients, glob)
+        return metrics
+
+    def _domain_scores(self, algorithm: Algorithm, state: ServerState, clients: ClientStore, glob: list) -> dict:
+        src, headline = self.data.source, self.task.headline.name
+        assert src.domain_names is not None and src.test_domain is not None
+        result = {}
+        for d, name in enumerate(src.domain_names):
+            idx = torch.nonzero(src.test_domain.cpu() == d).squeeze(1).tolist()
+            if not idx:
+                result[name] = float("nan")
+                continue
+            targets = [self.test_targets[i] for i in idx]
+            global_score = self._score([glob[i] for i in idx], targets)[headline]
+            values = []
+            for cid in self.domain_members.get(d, []):
+                own = algorithm.personalized_weights(state, clients.peek(cid))
+                if own is None:
+                    values.append(global_score)
+                else:
+                    values.append(self._score(self._predict(own, src.test_x[torch.tensor(idx)]), targets)[headline])
+            result[name] = sum(values) / len(values) if values else global_score
+        return result
+
+    def _client_scores(self, algorithm: Algorithm, state: ServerState, clients: ClientStore) -> list[float]:
+        src, headline = self.data.source, self.task.headline.name
+        scores = [float("nan")] * self.data.num_clients
+        for cid, idx in enumerate(self.data.client_test):
+            if len(idx) == 0:
+                continue
+            own = algorithm.personalized_weights(state, clients.peek(cid))
+            predictions = self._predict(own if own is not None else state.weights, src.train_x[idx])
+            targets = self.task.split_targets(src.targets("train", self.task.target, idx))
+            scores[cid] = self._score(predictions, targets)[headline]
+        return scores
 
 
 class RepresentationEvaluator:

@@ -138,7 +138,8 @@ class Federation:
         if self.attack is not None and self.attack.runs_on_client:
             for job in jobs:
                 job.attack = self.attack.config.kind if job.client_id in attackers else ""
-        outcome = RoundOutcome(self.validator, self.algorithm.upload_specs(state), self.aggregator.streams, held)
+        streaming = self.aggregator.streams and not self.algorithm.keeps_uploads(r)
+        outcome = RoundOutcome(self.validator, self.algorithm.upload_specs(state), streaming, held)
         self.executor.execute(jobs, outcome)
         order = [job.client_id for job in jobs]
         outcome.order_by(order)
@@ -160,6 +161,8 @@ class Federation:
                 outcome.reference, reduced[MODEL], state.server_opt, self._trainable
             )
         state = self.algorithm.apply(state, reduced, r)
+        if self.algorithm.keeps_uploads(r):
+            state = self.algorithm.apply_uploads(state, {k.client_id: k.vector for k in outcome.kept}, r)
         state.server_opt = opt_state
         return state
 

@@ -102,4 +102,4 @@ def build_network(
         return adapt(model) if adapt is not None else model
 
 
-from fedforge.models import small, torchvision_nets  # noqa: E402,F401  (registers the built-ins)
+from fedforge.models import detection, segmentation, small, torchvision_nets  # noqa: E402,F401  (registers the built-ins)

@@ -48,6 +48,9 @@ class Task:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoTaskParams
     evaluation: ClassVar[str] = "classification"  # which evaluator judges it (engine/evaluation.py)
+    target: ClassVar[str] = "labels"  # the target store its batches carry (data/targets.py)
+    supervised: ClassVar[bool] = True  # trained on (images, targets) by `train_loss` alone: any
+    # method that only runs local SGD on the task's loss (FedAvg and its kin) can train it
     headline: ClassVar[Headline] = Headline("accuracy")
 
     def __init__(self, params: BaseModel | None = None) -> None:

@@ -163,6 +163,7 @@ class SSLTask(Task):
     name = "ssl"
     Params = SSLParams
     evaluation = "representation"
+    supervised = False
     headline = Headline("linear_probe", label="linear-probe accuracy")  # EvalMetrics.accuracy holds the probe
 
     def __init__(self, params: SSLParams | None = None) -> None:
