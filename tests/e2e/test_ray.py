@@ -162,3 +162,20 @@ def test_more_workers_than_the_cluster_holds_is_a_config_error(runs_dir):
         run(runs_dir, {"kind": "ray", "num_workers": 3})
     with pytest.raises(ConfigError, match="backend.num_worker"):
         run(runs_dir, {"kind": "ray", "num_worker": 2})
+
+
+TINY_DETECTION = {
+    "data": {"name": "scenes", "num_clients": 4, "partition": {"kind": "domain"}, "train_fraction": 0.1},
+    "task": {"name": "detection"},
+    "model": {"name": "fcos_tiny", "width": 8, "head_channels": 32, "head_convs": 1},
+    "train": {"rounds": 3, "local_epochs": 1, "batch_size": 8, "lr": 0.01},
+    "eval": {"every": 3},
+}
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedexchange", "fedbn"])
+def test_detection_on_ray_ends_bit_identical_to_sequential(runs_dir, algorithm):
+    sections = {**TINY_DETECTION, "algorithm": {"name": algorithm}}
+    seq, par = run(runs_dir, {}, **sections), run(runs_dir, RAY, **sections)
+    assert torch.equal(final_weights(seq), final_weights(par))
+    assert seq.summary["final_metric"] == par.summary["final_metric"]

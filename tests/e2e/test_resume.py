@@ -196,3 +196,32 @@ def test_a_crashed_run_resumes_its_server_optimizer_state_exactly(runs_dir, tmp_
     reference = fedforge.run(quiet=True, **settings, **{"tracking.name": "reference"})
     assert_same_weights(resumed.run_dir, reference.run_dir)
     assert resumed.final_accuracy == reference.final_accuracy
+
+
+DETECTION_ARGS = [
+    "configs/scenes_detection_fedavg.yaml", "train.rounds=6", "eval.every=3", "data.train_fraction=0.15",
+    "model.width=8", "model.head_channels=32", "train.batch_size=8",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_detection_run_resumes_bit_identical(runs_dir):
+    reference = cli("run", *DETECTION_ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=reference", "--quiet")
+    victim = cli("run", *DETECTION_ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=victim", "--quiet")
+    deadline = time.monotonic() + 300
+    while rounds_done(runs_dir / "runs.db", "victim") < 2:
+        assert victim.poll() is None, victim.stderr.read()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    assert not (runs_dir / "victim" / "summary.json").exists()
+    resumed = cli("resume", runs_dir / "victim", "--quiet")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "final mAP@0.5" in out
+    assert_same_weights(runs_dir / "victim", runs_dir / "reference")
+    victim_rounds, ref_rounds = load_rounds(runs_dir / "victim"), load_rounds(runs_dir / "reference")
+    assert [r["round"] for r in victim_rounds] == list(range(1, 7))
+    assert [r["global_accuracy"] for r in victim_rounds] == [r["global_accuracy"] for r in ref_rounds]
