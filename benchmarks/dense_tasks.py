@@ -161,6 +161,29 @@ def _compare_one(method: str, seed: int, rounds: int) -> dict:
     return {"domains": s["final_domain_accuracy"], "map50": s["final_metric"], "samples": samples}
 
 
+def client_flops(methods: list[str], steps: int = 4) -> dict[str, int]:
+    """FLOPs of one client's local update (the same job and data) under each method."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_config(EXCHANGE)
+    exp = Experiment(cfg)
+    exp.data.client_train[0] = exp.data.client_train[0][: steps * cfg.train.batch_size]
+    flops = {}
+    for method in methods:
+        flat = FlatModel(exp.build_model())
+        algorithm = ALGORITHMS.get(method)(train=cfg.train.model_copy(update={"local_epochs": 1}), seed=cfg.seed)
+        state = algorithm.init_server(flat, exp.data)
+        job = algorithm.client_job(state, 0, 0)
+        role = algorithm.client_role(flat, exp.data)
+        ctx = ClientContext(
+            0, 0, flat, exp.data, exp.task, algorithm.train, torch_generator(0, CLIENT, 0, 0), {}, role=role
+        )
+        with FlopCounterMode(display=False) as counter:
+            algorithm.local_update(ctx, job)
+        flops[method] = counter.get_total_flops()
+    return flops
+
+
 def compare(methods: list[str], seeds: int, rounds: int) -> None:
     jobs = [(m, s) for m in methods for s in range(seeds)]
     with ProcessPoolExecutor(max_workers=2) as pool:
@@ -177,6 +200,8 @@ def compare(methods: list[str], seeds: int, rounds: int) -> None:
         worst = mean_std([min(r["domains"].values()) for r in runs])
         mean = mean_std([statistics.mean(r["domains"].values()) for r in runs])
         print(f"| {method} | {' | '.join(cells)} | {mean} | {worst} | {runs[0]['samples']} |")
+    flops = client_flops(methods)
+    print("client FLOPs of one 4-step local update: " + ", ".join(f"{m} {f / 1e9:.2f} GFLOP" for m, f in flops.items()))
 
 
 def main(argv: list[str]) -> None:

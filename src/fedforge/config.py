@@ -387,12 +387,12 @@ class Config(StrictModel):
         if (
             self.attack is not None
             and self.attack.kind == "label_flip"
-            and (algo.task != "classification" or self.continual)
+            and (self.task.name != "classification" or self.continual)
         ):
             raise PydanticCustomError(
                 "inconsistent",
                 "label_flip flips class labels, so it needs a classification run without a continual stream; "
-                "attack a task stream or an ssl run with sign_flip, scale, gaussian or alie",
+                "attack a task stream, an ssl, detection or segmentation run with sign_flip, scale, gaussian or alie",
                 {"subloc": "attack.kind"},
             )
         return self

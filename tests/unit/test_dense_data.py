@@ -40,7 +40,9 @@ def test_packed_boxes_slice_like_an_index():
     ],
 )
 def test_bad_boxes_name_the_item(box, label, needle):
-    store = PackedBoxes.from_lists([torch.tensor([[1.0, 1, 4, 4]]), torch.tensor([box])], [torch.tensor([1]), torch.tensor([label])])
+    store = PackedBoxes.from_lists(
+        [torch.tensor([[1.0, 1, 4, 4]]), torch.tensor([box])], [torch.tensor([1]), torch.tensor([label])]
+    )
     with pytest.raises(DatasetFormatError, match=needle) as err:
         store.check("instances.json", 64, 64, 7, names=["a.jpg", "b.jpg"])
     assert "b.jpg" in str(err.value) and "instances.json" in str(err.value)
@@ -65,7 +67,9 @@ def square_scene() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], torch.T
         x0, y0 = 2 + 3 * i, 4 + i
         images[i, :, y0 : y0 + 10, x0 : x0 + 8] = 255
         masks[i, y0 : y0 + 10, x0 : x0 + 8] = 1
-        boxes.append({"boxes": torch.tensor([[float(x0), float(y0), x0 + 8.0, y0 + 10.0]]), "labels": torch.tensor([1])})
+        boxes.append(
+            {"boxes": torch.tensor([[float(x0), float(y0), x0 + 8.0, y0 + 10.0]]), "labels": torch.tensor([1])}
+        )
     return images, boxes, masks
 
 
@@ -123,7 +127,9 @@ def test_scenes_are_exact_fixed_and_split_by_weather(scenes):
                 covered |= (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
             assert bool(covered.all())
     again = load_dataset(DataConfig(name="scenes"))
-    assert torch.equal(again.train_x, scenes.train_x) and torch.equal(again.test_targets[BOXES].boxes, scenes.test_targets[BOXES].boxes)
+    assert torch.equal(again.train_x, scenes.train_x) and torch.equal(
+        again.test_targets[BOXES].boxes, scenes.test_targets[BOXES].boxes
+    )
 
 
 def test_scenes_subsample_keeps_targets_aligned(scenes):

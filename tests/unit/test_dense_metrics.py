@@ -22,7 +22,10 @@ def det(boxes, labels, scores):
 
 
 def gt(boxes, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
 
 
 def pycocotools_map(preds, targets, num_classes):
@@ -35,7 +38,14 @@ def pycocotools_map(preds, targets, num_classes):
         return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
 
     anns = [
-        {"id": k + 1000 * i + 1, "image_id": i, "category_id": lab, "bbox": xywh(b), "area": xywh(b)[2] * xywh(b)[3], "iscrowd": 0}
+        {
+            "id": k + 1000 * i + 1,
+            "image_id": i,
+            "category_id": lab,
+            "bbox": xywh(b),
+            "area": xywh(b)[2] * xywh(b)[3],
+            "iscrowd": 0,
+        }
         for i, t in enumerate(targets)
         for k, (b, lab) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True))
     ]

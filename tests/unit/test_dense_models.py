@@ -54,7 +54,12 @@ def test_fcos_tiny_ws_keeps_the_predictors_plain():
 
 @pytest.mark.parametrize(
     "name",
-    ["fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"],
+    [
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "ssdlite320",
+        "lraspp_mobilenet_v3_large",
+        "deeplabv3_mobilenet_v3_large",
+    ],
 )
 def test_torchvision_dense_models_build_from_scratch_by_name(name):
     model = build_network(MODELS.get(name), {}, (3, 64, 64), 4, seed=0)

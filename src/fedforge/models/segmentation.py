@@ -5,13 +5,15 @@ OrderedDict whose "out" entry holds them; tasks/segmentation.py reads either). `
 counts the background (class 0). Nothing is downloaded: `weights=None` always.
 
 `lraspp_tiny` is torchvision's LR-ASPP head on a small plain conv backbone ("low" features
-at stride 4, "high" at stride 16), about 0.3 M parameters.
+at stride 4, "high" at stride 8), about 0.3 M parameters. MobileNet's high stride of 16 leaves
+a 4x4 map on a 64 px scene; at stride 8 the same net reached mIoU 0.47 instead of 0.40 after
+8 centralized epochs on `scenes`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -23,13 +25,14 @@ from fedforge.models.ws import to_normalization_free
 
 
 class LowHighBackbone(nn.Module):
-    """Plain conv stages; returns {"low": stride-4 features, "high": stride-16 features}."""
+    """Plain conv stages; returns {"low": stride-4 features, "high": stride-8 (or 16) features}."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, int, int, int]) -> None:
+    def __init__(self, in_channels: int, widths: tuple[int, int, int, int], high_stride: int = 8) -> None:
         super().__init__()
         stages, c = [], in_channels
-        for w in widths:
-            stages.append(nn.Sequential(conv_block(c, w, 2), conv_block(w, w, 1)))
+        strides = (2, 2, 2, 2) if high_stride == 16 else (2, 2, 2, 1)
+        for w, stride in zip(widths, strides, strict=True):
+            stages.append(nn.Sequential(conv_block(c, w, stride), conv_block(w, w, 1)))
             c = w
         self.stages = nn.ModuleList(stages)
 
@@ -45,6 +48,7 @@ def lraspp_tiny(
     *,
     width: Annotated[int, Field(ge=8, description="channels of the first backbone stage (default 24)")] = 24,
     inter_channels: Annotated[int, Field(ge=8, description="LR-ASPP's inner width (default 64)")] = 64,
+    high_stride: Annotated[Literal[8, 16], Field(description="stride of the high (semantic) features")] = 8,
     norm: Norm = "batch",
 ) -> nn.Module:
     """LR-ASPP (torchvision's head) on a ~0.3 M-parameter plain backbone."""
@@ -53,7 +57,7 @@ def lraspp_tiny(
     c, h, w = input_shape
     _check_size("lraspp_tiny", h, w, 16)
     widths = (width, 2 * width, 3 * width, 4 * width)
-    model = LRASPP(LowHighBackbone(c, widths), widths[1], widths[3], num_classes, inter_channels)
+    model = LRASPP(LowHighBackbone(c, widths, high_stride), widths[1], widths[3], num_classes, inter_channels)
     return to_normalization_free(model) if norm == "ws" else model
 
 
