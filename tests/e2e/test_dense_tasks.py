@@ -12,6 +12,7 @@ import pytest
 
 import fedforge
 from fedforge.tracking import load_domain_rounds, load_metrics, load_rounds
+from fedforge.tracking.report import write_report
 
 
 def run(config: str, runs_dir, **overrides):
@@ -20,10 +21,10 @@ def run(config: str, runs_dir, **overrides):
 
 @pytest.mark.slow
 def test_federated_detection_on_weather_scenes_learns_and_is_recorded(runs_dir):
-    result = run("scenes_detection_fedavg", runs_dir, **{"train.rounds": 25, "eval.every": 25, "backend.threads": None})
+    result = run("scenes_detection_fedavg", runs_dir, **{"train.rounds": 25, "eval.every": 25})
     s = result.summary
     assert s["headline"] == {"name": "map50", "higher_is_better": True}
-    assert s["final_metric"] >= 0.25, s["final_metric"]  # the full 40-round config reaches 0.49
+    assert s["final_metric"] >= 0.25, s["final_metric"]  # 0.320 here; the full 40 rounds reach 0.487
     assert s["final_metrics"]["map"] < s["final_metric"]  # AP@[.5:.95] is the stricter number
     assert set(s["final_domain_accuracy"]) == {"clear", "rain", "fog", "night"}
     assert all(v > 0.05 for v in s["final_domain_accuracy"].values())
@@ -33,16 +34,18 @@ def test_federated_detection_on_weather_scenes_learns_and_is_recorded(runs_dir):
     stored = {m["name"]: m["value"] for m in load_metrics(result.run_dir) if m["round"] == 25}
     assert stored["map50"] == pytest.approx(s["final_metric"]) and "ap50_class_1" in stored
     assert {r["domain"] for r in load_domain_rounds(result.run_dir)} == {"clear", "rain", "fog", "night"}
+    report = write_report([result.run_dir], runs_dir / "report")
+    table = (runs_dir / "report" / "report.md").read_text()
+    assert "| final mAP@0.5 |" in table and f"{s['final_metric']:.4f}" in table
+    assert any(p.name == "accuracy_vs_round.png" for p in report.files)
 
 
 @pytest.mark.slow
 def test_federated_segmentation_on_weather_scenes_learns(runs_dir):
-    result = run(
-        "scenes_segmentation_fedavg", runs_dir, **{"train.rounds": 20, "eval.every": 20, "backend.threads": None}
-    )
+    result = run("scenes_segmentation_fedavg", runs_dir, **{"train.rounds": 30, "eval.every": 30})
     s = result.summary
     assert s["headline"]["name"] == "miou"
-    assert s["final_metric"] >= 0.40, s["final_metric"]
+    assert s["final_metric"] >= 0.40, s["final_metric"]  # 0.410 here; the full 60 rounds: docs/dense_tasks.md
     assert 0 < s["final_metrics"]["pixel_accuracy"] <= 1 and s["final_metrics"]["iou_class_0"] > 0.8
 
 

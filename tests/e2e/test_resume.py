@@ -53,17 +53,24 @@ def assert_same_weights(a: Path, b: Path):
         assert torch.equal(wa[key], wb[key]), key
 
 
-@pytest.mark.slow
-def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir):
-    reference = cli("run", *ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=reference", "--quiet")
-    victim = cli("run", *ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=victim", "--quiet")
-    deadline = time.monotonic() + 120
-    while rounds_done(runs_dir / "runs.db", "victim") < 3:
+def reference_and_killed_victim(args: list[str], runs_dir: Path, after_rounds: int, patience: float = 120):
+    """Start a reference run and a victim run of `args`; SIGKILL the victim once it has stored
+    `after_rounds` rounds (the next is then in flight). Returns the still running reference."""
+    reference = cli("run", *args, f"tracking.runs_dir={runs_dir}", "tracking.name=reference", "--quiet")
+    victim = cli("run", *args, f"tracking.runs_dir={runs_dir}", "tracking.name=victim", "--quiet")
+    deadline = time.monotonic() + patience
+    while rounds_done(runs_dir / "runs.db", "victim") < after_rounds:
         assert victim.poll() is None, victim.stderr.read()
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)  # round 4 is in flight: it trains most of the time
+    os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
+    return reference
+
+
+@pytest.mark.slow
+def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir):
+    reference = reference_and_killed_victim(ARGS, runs_dir, after_rounds=3)  # round 4 is in flight
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     killed_at = rounds_done(runs_dir / "runs.db", "victim")
     assert killed_at < 8 and not (runs_dir / "victim" / "summary.json").exists()
@@ -206,15 +213,7 @@ DETECTION_ARGS = [
 
 @pytest.mark.slow
 def test_a_killed_detection_run_resumes_bit_identical(runs_dir):
-    reference = cli("run", *DETECTION_ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=reference", "--quiet")
-    victim = cli("run", *DETECTION_ARGS, f"tracking.runs_dir={runs_dir}", "tracking.name=victim", "--quiet")
-    deadline = time.monotonic() + 300
-    while rounds_done(runs_dir / "runs.db", "victim") < 2:
-        assert victim.poll() is None, victim.stderr.read()
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    reference = reference_and_killed_victim(DETECTION_ARGS, runs_dir, after_rounds=2, patience=300)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     assert not (runs_dir / "victim" / "summary.json").exists()
     resumed = cli("resume", runs_dir / "victim", "--quiet")

@@ -9,6 +9,7 @@ probe and a kNN monitor on the labeled train/test split, and optionally by fine-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import torch
 
 from fedforge.algorithms.base import Algorithm, ServerState
 from fedforge.data.federated import FederatedDataset
+from fedforge.data.sources import DatasetTensors
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.weights import FlatModel
 from fedforge.seeding import EVAL, derive_seed
@@ -84,6 +86,35 @@ def build_evaluator(
     return Evaluator(data, flat, batch_size, personalized)
 
 
+def per_domain(
+    algorithm: Algorithm,
+    state: ServerState,
+    clients: ClientStore,
+    members: dict[int, list[int]],
+    src: DatasetTensors,
+    global_score: Callable[[torch.Tensor], float],
+    own_score: Callable[[torch.Tensor, torch.Tensor], float],
+) -> dict[str, float]:
+    """Per domain: the mean, over that domain's clients, of their (personalized) model's score on
+    the domain's test samples (`own_score(weights, index)`); the global model's
+    (`global_score(index)`) for clients that do not personalize, and for a domain without clients."""
+    assert src.domain_names is not None and src.test_domain is not None
+    test_domain = src.test_domain.cpu()
+    result = {}
+    for d, name in enumerate(src.domain_names):
+        idx = torch.nonzero(test_domain == d).squeeze(1)
+        if len(idx) == 0:
+            result[name] = float("nan")
+            continue
+        shared = global_score(idx)
+        scores = []
+        for cid in members.get(d, []):
+            own = algorithm.personalized_weights(state, clients.peek(cid))
+            scores.append(shared if own is None else own_score(own, idx))
+        result[name] = sum(scores) / len(scores) if scores else shared
+    return result
+
+
 def domain_members(data: FederatedDataset) -> dict[int, list[int]]:
     """Which clients belong to each domain (multi-domain sets only); fixed by the partition."""
     members: dict[int, list[int]] = {}
@@ -124,25 +155,16 @@ class Evaluator:
     def _domain_accuracy(
         self, algorithm: Algorithm, state: ServerState, clients: ClientStore, glob: Outcomes
     ) -> dict[str, float]:
-        """Per domain: the mean, over that domain's clients, of their (personalized) model's
-        accuracy on the domain's test set; the global model's where nobody personalizes."""
         src = self.data.source
-        assert src.domain_names is not None and src.test_domain is not None
-        test_domain = src.test_domain.cpu()
-        result = {}
-        for d, name in enumerate(src.domain_names):
-            mask = test_domain == d
-            global_acc = float(glob.correct[mask].float().mean()) if bool(mask.any()) else float("nan")
-            idx = torch.nonzero(mask).squeeze(1).to(src.test_x.device)
-            accs = []
-            for cid in self.domain_members.get(d, []):
-                own = algorithm.personalized_weights(state, clients.peek(cid))
-                if own is None:
-                    accs.append(global_acc)
-                else:
-                    accs.append(self._outcomes(own, src.test_x[idx], src.test_y[idx]).accuracy())
-            result[name] = sum(accs) / len(accs) if accs else global_acc
-        return result
+
+        def own(weights: torch.Tensor, idx: torch.Tensor) -> float:
+            idx = idx.to(src.test_x.device)
+            return self._outcomes(weights, src.test_x[idx], src.test_y[idx]).accuracy()
+
+        return per_domain(
+            algorithm, state, clients, self.domain_members, src,
+            lambda idx: float(glob.correct[idx].float().mean()), own,
+        )  # fmt: skip
 
     def _client_accuracy(self, algorithm: Algorithm, state: ServerState, clients: ClientStore) -> list[float]:
         src = self.data.source
@@ -249,24 +271,15 @@ class DenseEvaluator:
 
     def _domain_scores(self, algorithm: Algorithm, state: ServerState, clients: ClientStore, glob: list) -> dict:
         src, headline = self.data.source, self.task.headline.name
-        assert src.domain_names is not None and src.test_domain is not None
-        result = {}
-        for d, name in enumerate(src.domain_names):
-            idx = torch.nonzero(src.test_domain.cpu() == d).squeeze(1).tolist()
-            if not idx:
-                result[name] = float("nan")
-                continue
-            targets = [self.test_targets[i] for i in idx]
-            global_score = self._score([glob[i] for i in idx], targets)[headline]
-            values = []
-            for cid in self.domain_members.get(d, []):
-                own = algorithm.personalized_weights(state, clients.peek(cid))
-                if own is None:
-                    values.append(global_score)
-                else:
-                    values.append(self._score(self._predict(own, src.test_x[torch.tensor(idx)]), targets)[headline])
-            result[name] = sum(values) / len(values) if values else global_score
-        return result
+
+        def score(predictions: list, idx: torch.Tensor) -> float:
+            return self._score(predictions, [self.test_targets[i] for i in idx.tolist()])[headline]
+
+        return per_domain(
+            algorithm, state, clients, self.domain_members, src,
+            lambda idx: score([glob[i] for i in idx.tolist()], idx),
+            lambda weights, idx: score(self._predict(weights, src.test_x[idx.to(src.test_x.device)]), idx),
+        )  # fmt: skip
 
     def _client_scores(self, algorithm: Algorithm, state: ServerState, clients: ClientStore) -> list[float]:
         src, headline = self.data.source, self.task.headline.name

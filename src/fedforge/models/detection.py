@@ -33,9 +33,11 @@ Norm = Annotated[
 ]
 
 
-def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    """3x3 conv, BatchNorm, ReLU: the unit of the tiny backbones (made WS by `norm: ws`)."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+def conv_block(c_in: int, c_out: int, stride: int, norm: str = "batch") -> nn.Sequential:
+    """3x3 conv, BatchNorm (or GroupNorm of 8 groups), ReLU: the unit of the tiny backbones
+    (made WS by `norm: ws`)."""
+    layer = nn.GroupNorm(8, c_out) if norm == "group" else nn.BatchNorm2d(c_out)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), layer, nn.ReLU(inplace=True))
 
 
 class TinyPyramid(nn.Module):

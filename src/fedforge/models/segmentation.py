@@ -20,19 +20,21 @@ from pydantic import Field
 from torch import nn
 
 from fedforge.models import MODELS
-from fedforge.models.detection import Norm, _check_size, _rgb, conv_block
+from fedforge.models.detection import _check_size, _rgb, conv_block
 from fedforge.models.ws import to_normalization_free
 
 
 class LowHighBackbone(nn.Module):
     """Plain conv stages; returns {"low": stride-4 features, "high": stride-8 (or 16) features}."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, int, int, int], high_stride: int = 8) -> None:
+    def __init__(
+        self, in_channels: int, widths: tuple[int, int, int, int], high_stride: int = 8, norm: str = "batch"
+    ) -> None:
         super().__init__()
         stages, c = [], in_channels
         strides = (2, 2, 2, 2) if high_stride == 16 else (2, 2, 2, 1)
         for w, stride in zip(widths, strides, strict=True):
-            stages.append(nn.Sequential(conv_block(c, w, stride), conv_block(w, w, 1)))
+            stages.append(nn.Sequential(conv_block(c, w, stride, norm), conv_block(w, w, 1, norm)))
             c = w
         self.stages = nn.ModuleList(stages)
 
@@ -49,7 +51,10 @@ def lraspp_tiny(
     width: Annotated[int, Field(ge=8, description="channels of the first backbone stage (default 24)")] = 24,
     inter_channels: Annotated[int, Field(ge=8, description="LR-ASPP's inner width (default 64)")] = 64,
     high_stride: Annotated[Literal[8, 16], Field(description="stride of the high (semantic) features")] = 8,
-    norm: Norm = "batch",
+    norm: Annotated[
+        Literal["batch", "group", "ws"],
+        Field(description="batch: BatchNorm (FedBN keeps it local); group: GroupNorm; ws: normalization-free (FedWon)"),
+    ] = "batch",
 ) -> nn.Module:
     """LR-ASPP (torchvision's head) on a ~0.3 M-parameter plain backbone."""
     from torchvision.models.segmentation.lraspp import LRASPP
@@ -57,7 +62,7 @@ def lraspp_tiny(
     c, h, w = input_shape
     _check_size("lraspp_tiny", h, w, 16)
     widths = (width, 2 * width, 3 * width, 4 * width)
-    model = LRASPP(LowHighBackbone(c, widths, high_stride), widths[1], widths[3], num_classes, inter_channels)
+    model = LRASPP(LowHighBackbone(c, widths, high_stride, norm), widths[1], widths[3], num_classes, inter_channels)
     return to_normalization_free(model) if norm == "ws" else model
 
 

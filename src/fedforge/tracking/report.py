@@ -125,12 +125,28 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def headline_of(views: list[RunView]) -> tuple[str, str]:
+    """(short, long) name of the number the runs are judged by: accuracy, or the headline all of
+    them share when their task has another (mAP@0.5 for detection, mIoU for segmentation)."""
+    from fedforge.tasks import TASKS
+
+    labels = set()
+    for v in views:
+        name = (v.config.get("task") or {}).get("name", "classification")
+        task = TASKS.get(name) if name in TASKS else None
+        labels.add(task.headline.describe() if task is not None and task.evaluation == "dense" else "accuracy")
+    label = labels.pop() if len(labels) == 1 else "accuracy"
+    return ("acc", "accuracy") if label == "accuracy" else (label, label)
+
+
 def markdown_table(views: list[RunView], target: float) -> str:
     """One row per run. `client acc` is the mean over clients of their local-test accuracy
     (personalized: each client's own model where the method keeps local parts, as FedBN does),
-    `worst 10%` the mean of the lowest tenth: where non-IID methods differ most."""
+    `worst 10%` the mean of the lowest tenth: where non-IID methods differ most. Dense tasks
+    show their headline (mAP@0.5, mIoU) in the same columns."""
+    short, _ = headline_of(views)
     head = (
-        f"| run | method | params | partition | clients | final acc | best acc | client acc | worst 10% "
+        f"| run | method | params | partition | clients | final {short} | best {short} | client {short} | worst 10% "
         f"| rounds to {target:.2f} | rounds | wall s |"
     )
     lines = [head, "|" + "---|" * 12]
@@ -208,26 +224,30 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
         report.files.append(report.folder / name)
         return report.folder / name
 
+    _, metric = headline_of(views)
     curves = [(v.label, v.method, *v.curve()) for v in views]
     line_plot(
         [(label, m, rounds, acc) for label, m, rounds, _, acc in curves],
         path("accuracy_vs_round.png"),
-        "Global test accuracy per round",
+        f"Global test {metric} per round",
         "round",
-        "global test accuracy",
+        f"global test {metric}",
         integer_x=True,
     )
     line_plot(
         [(label, m, mb, acc) for label, m, _, mb, acc in curves],
         path("accuracy_vs_bytes.png"),
-        "Global test accuracy vs communication",
+        f"Global test {metric} vs communication",
         "cumulative MB exchanged (down + up)",
-        "global test accuracy",
+        f"global test {metric}",
     )
     groups = [(v.label, v.method, v.client_accuracy) for v in views if v.client_accuracy]
     if groups:
         distribution_plot(
-            groups, path("client_accuracy.png"), "Final per-client accuracy (local test splits)", "client test accuracy"
+            groups,
+            path("client_accuracy.png"),
+            f"Final per-client {metric} (local test splits)",
+            f"client test {metric}",
         )
     partitions = []
     for i, group in enumerate(partition_groups(views), start=1):
