@@ -157,11 +157,12 @@ def _print_result(result) -> None:
         out.print("further metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["final_metrics"].items()))
     if s["final_personalized_accuracy"] is not None:
         out.print(
-            f"client accuracy: mean {s['final_personalized_accuracy']:.4f}, worst 10% {s['final_worst10_accuracy']:.4f}"
+            f"per-client {what}: mean {s['final_personalized_accuracy']:.4f}, "
+            f"worst 10% {s['final_worst10_accuracy']:.4f}"
         )
     if s.get("final_domain_accuracy"):
         per_domain = ", ".join(f"{k} {v:.4f}" for k, v in s["final_domain_accuracy"].items())
-        out.print(f"domain accuracy: mean {s['final_domain_mean_accuracy']:.4f} ({per_domain})")
+        out.print(f"per-domain {what}: mean {s['final_domain_mean_accuracy']:.4f} ({per_domain})")
     if s.get("continual"):
         c = s["continual"]
         out.print(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fedforge.config import DataConfig
@@ -26,7 +27,9 @@ def write_coco(root: Path, *, bbox=(10, 5, 20, 30), attributes: bool = False, mi
         for i in range(3):
             entry = {"id": i + 1, "file_name": f"{i:03d}.jpg", "width": 80, "height": 60}
             if attributes:
-                entry["attributes"] = {"weather": ["clear", "rainy"][i % 2], "scene": "city", "timeofday": "daytime"}
+                entry["attributes"] = {
+                    "weather": ["clear", "rainy"][i % 2], "scene": ["city", "highway", "city"][i], "timeofday": "night"
+                }  # fmt: skip
             images.append(entry)
             if not (missing and split == "val2017" and i == 2):
                 write_jpg(root / split / entry["file_name"])
@@ -83,8 +86,11 @@ def test_bdd100k_attribute_becomes_the_domain(tmp_path):
     write_coco(tmp_path, attributes=True)
     data = load_dataset(DataConfig(name="bdd100k", root=str(tmp_path), image_size=40))
     assert data.domain_names == ["clear", "rainy"] and data.train_domain.tolist() == [0, 1, 0]
+    # the attribute codes for the hierarchical split: the domain's first, then the other two
+    assert data.train_attributes.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
     scene = load_dataset(DataConfig(name="bdd100k", root=str(tmp_path), image_size=40, variant="scene"))
-    assert scene.domain_names == ["city"]
+    assert scene.domain_names == ["city", "highway"]
+    assert scene.train_attributes.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
 
 
 def write_voc(root: Path, *, bad_mask: bool = False, box=(5, 6, 30, 40)) -> None:
@@ -162,3 +168,18 @@ def test_real_data_configs_say_where_the_data_goes(tmp_path, config, needle):
             **{"data.root": str(tmp_path / "nothing"), "tracking.runs_dir": str(tmp_path)},
             quiet=True,
         )
+
+
+def test_bdd100k_clients_split_hierarchically_by_its_attributes(tmp_path):
+    """COALA's `hdir` split runs on the reader's attribute table through the config."""
+    from fedforge.api import resolve_config
+    from fedforge.data.federated import partition_clients
+
+    write_coco(tmp_path, attributes=True)
+    cfg = resolve_config(None, {"data": {
+        "name": "bdd100k", "root": str(tmp_path), "image_size": 40, "num_clients": 2, "local_test_fraction": 0,
+        "partition": {"kind": "hdirichlet", "alpha": 0.5, "min_samples": 0},
+    }})  # fmt: skip
+    data = load_dataset(cfg.data)
+    train, _ = partition_clients(cfg, data, np.arange(len(data.train_y)))
+    assert sorted(torch.cat(train).tolist()) == [0, 1, 2]

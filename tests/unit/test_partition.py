@@ -112,3 +112,83 @@ def test_partitions_split_by_the_datasets_partition_key_when_it_has_one():
     assert sorted(majority) == [0, 1]
     with pytest.raises(DatasetFormatError, match="partition key must be int64 with one entry per training image"):
         DatasetTensors("bad", data.train_x, data.train_y, data.test_x, data.test_y, 10, train_key=torch.zeros(3))
+
+
+# --- attribute partitions (COALA's BDD100K dir / hdir splits) ----------------------------------
+
+# 3,000 images with three attributes: weather (4 values), scene (3), time of day (2, skewed prior).
+_ATTR_RNG = np.random.default_rng(7)
+ATTRIBUTES = np.stack(
+    [_ATTR_RNG.integers(0, 4, 3000), _ATTR_RNG.integers(0, 3, 3000), (_ATTR_RNG.random(3000) < 0.2).astype(int)], 1
+)
+
+
+def skew(parts, column, attributes=ATTRIBUTES):
+    """Mean over clients of the total-variation distance between the client's distribution of
+    `column`'s values and the whole set's (0 for a perfect IID split)."""
+    values = attributes[:, column]
+    size = values.max() + 1
+    overall = np.bincount(values, minlength=size) / len(values)
+    per_client = [np.bincount(values[p], minlength=size) / len(p) for p in parts]
+    return float(np.mean([0.5 * np.abs(c - overall).sum() for c in per_client]))
+
+
+def test_hdirichlet_is_an_exact_cover_reproducible_and_skews_every_attribute():
+    labels = np.zeros(len(ATTRIBUTES), dtype=int)
+    parts = PARTITIONS.get("hdirichlet")(labels, 10, rng(1), ATTRIBUTES, alpha=0.1, alpha_secondary=0.1)
+    assert_exact_cover(parts, len(ATTRIBUTES))
+    again = PARTITIONS.get("hdirichlet")(labels, 10, rng(1), ATTRIBUTES, alpha=0.1, alpha_secondary=0.1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    iid_parts = iid(labels, 10, rng(1))
+    for column in range(3):  # every attribute's distribution differs per client, far more than under IID
+        assert skew(parts, column) > skew(iid_parts, column) + 0.2
+    mild = PARTITIONS.get("hdirichlet")(labels, 10, rng(1), ATTRIBUTES, alpha=100.0, alpha_secondary=1000.0)
+    assert_exact_cover(mild, len(ATTRIBUTES))
+    for column in range(3):  # large concentrations approach IID
+        assert skew(mild, column) < skew(iid_parts, column) + 0.05
+
+
+def test_hdirichlet_secondary_skew_is_its_own_knob():
+    labels = np.zeros(len(ATTRIBUTES), dtype=int)
+    flat = PARTITIONS.get("hdirichlet")(labels, 10, rng(2), ATTRIBUTES, alpha=0.1, alpha_secondary=1000.0)
+    skewed = PARTITIONS.get("hdirichlet")(labels, 10, rng(2), ATTRIBUTES, alpha=0.1, alpha_secondary=0.1)
+    assert skew(skewed, 1) > skew(flat, 1) + 0.2 and skew(skewed, 2) > skew(flat, 2) + 0.1
+    assert abs(skew(skewed, 0) - skew(flat, 0)) < 0.15  # the weather skew is alike
+
+
+def test_hdirichlet_with_one_attribute_is_a_domain_skew():
+    labels, domains = np.zeros(3000, dtype=int), ATTRIBUTES[:, :1]
+    parts = PARTITIONS.get("hdirichlet")(labels, 8, rng(0), domains, alpha=0.05)
+    assert_exact_cover(parts, 3000)
+    assert skew(parts, 0) > 0.5  # IID: about 0.03
+
+
+def test_attribute_partitions_explain_a_dataset_without_attributes():
+    with pytest.raises(PartitionError, match="needs a dataset with attributes or domains"):
+        PARTITIONS.get("hdirichlet")(LABELS, 4, rng())
+    with pytest.raises(PartitionError, match="needs a dataset with domains or attributes"):
+        PARTITIONS.get("domain_dirichlet")(LABELS, 4, rng())
+    with pytest.raises(PartitionError, match="could not give all 10 clients at least 290 samples"):
+        PARTITIONS.get("hdirichlet")(np.zeros(3000, int), 10, rng(), ATTRIBUTES, alpha=0.01, min_samples=290)
+
+
+def test_domain_dirichlet_splits_each_domain_by_dirichlet_shares():
+    parts = PARTITIONS.get("domain_dirichlet")(LABELS, 8, rng(5), domains=ATTRIBUTES[:2000, 0], alpha=0.05)
+    assert_exact_cover(parts, 2000)
+    assert skew(parts, 0) > 0.5  # by domain: the class labels play no part
+
+
+def test_scenes_clients_get_hdirichlet_splits_of_their_domain():
+    """A dataset with domains but no attribute table: its domain is the one attribute."""
+    from fedforge.api import resolve_config
+    from fedforge.data.federated import partition_clients
+    from fedforge.data.sources import load_dataset
+
+    cfg = resolve_config(
+        None,
+        {"data": {"name": "digits-domains", "num_clients": 6, "partition": {"kind": "hdirichlet", "alpha": 0.05}}},
+    )
+    data = load_dataset(cfg.data)
+    train, _ = partition_clients(cfg, data, np.arange(len(data.train_y)))
+    shares = [np.bincount(data.train_domain[t].numpy()).max() / len(t) for t in train if len(t)]
+    assert np.mean(shares) > 0.8

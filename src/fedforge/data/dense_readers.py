@@ -5,7 +5,8 @@
 - `bdd100k`: BDD100K in the COCO-converted layout COALA uses, the same files, whose image
   entries carry `weather`, `scene` and `timeofday` (top level or under `attributes`);
   `data.variant` picks the attribute that becomes the domain (default weather), so the
-  `domain` and `domain_dirichlet` partitions split clients by it.
+  `domain` and `domain_dirichlet` (COALA's `dir`) partitions split clients by it, and
+  `hdirichlet` (COALA's `hdir`) by it first and the other two attributes within.
 - `voc`: Pascal VOC (`<root>` holds JPEGImages, Annotations, SegmentationClass, ImageSets):
   `variant: segmentation` (default; the `SegmentationClass` PNGs, 21 classes, 255 borders)
   or `detection` (the xml boxes of ImageSets/Main, 20 classes + background).
@@ -108,9 +109,9 @@ def _coco_files(root: Path, name: str) -> dict[str, Path]:
 
 
 def _coco_split(
-    path: Path, side: int, categories: dict[int, int] | None, attribute: str | None
-) -> tuple[torch.Tensor, PackedBoxes, dict[int, int], list[str]]:
-    """Images, boxes, the category-id -> label map, and each image's attribute value."""
+    path: Path, side: int, categories: dict[int, int] | None, attributes: tuple[str, ...]
+) -> tuple[torch.Tensor, PackedBoxes, dict[int, int], list[tuple[str, ...]]]:
+    """Images, boxes, the category-id -> label map, and each image's values of `attributes`."""
     try:
         doc = json.loads(path.read_text())
         images, annotations = doc["images"], doc.get("annotations", [])
@@ -145,29 +146,36 @@ def _coco_split(
         pixels.append(image)
         all_boxes.append(_scaled(boxes, size, side))
         all_labels.append(torch.tensor(labels, dtype=torch.int64))
-        if attribute is not None:
+        if attributes:
             attrs = entry.get("attributes", entry)
-            if attribute not in attrs:
-                raise DatasetFormatError(f"{where} has no '{attribute}' attribute (BDD100K layout: {BDD_ATTRIBUTES})")
-            values.append(str(attrs[attribute]))
+            if missing := [a for a in attributes if a not in attrs]:
+                raise DatasetFormatError(f"{where} has no '{missing[0]}' attribute (BDD100K layout: {BDD_ATTRIBUTES})")
+            values.append(tuple(str(attrs[a]) for a in attributes))
     _warn_skipped(skipped, str(path))
     if not pixels:
         raise DatasetFormatError(f"'{path}' lists no images")
     return torch.stack(pixels), PackedBoxes.from_lists(all_boxes, all_labels), categories, values
 
 
-def _coco_like(cfg: DataConfig, name: str, attribute: str | None) -> DatasetTensors:
+def _coco_like(cfg: DataConfig, name: str, attributes: tuple[str, ...] = ()) -> DatasetTensors:
+    """COCO files; with `attributes`, the first is each image's domain and all are its attribute codes."""
     root, side = Path(cfg.root).expanduser(), cfg.image_size or DEFAULT_SIDE
     files = _coco_files(root, name)
-    tx, tboxes, categories, tvals = _coco_split(files["train"], side, None, attribute)
-    vx, vboxes, _, vvals = _coco_split(files["val"], side, categories, attribute)
+    tx, tboxes, categories, tvals = _coco_split(files["train"], side, None, attributes)
+    vx, vboxes, _, vvals = _coco_split(files["val"], side, categories, attributes)
     domains: dict[str, Any] = {}
-    if attribute is not None:
-        names = sorted(set(tvals) | set(vvals))
+    if attributes:
+        vocab = [sorted({v[a] for v in tvals + vvals}) for a in range(len(attributes))]
+
+        def codes(values: list[tuple[str, ...]]) -> torch.Tensor:
+            return torch.tensor([[vocab[a].index(v[a]) for a in range(len(attributes))] for v in values])
+
+        train_codes = codes(tvals)
         domains = {
-            "train_domain": torch.tensor([names.index(v) for v in tvals]),
-            "test_domain": torch.tensor([names.index(v) for v in vvals]),
-            "domain_names": names,
+            "train_domain": train_codes[:, 0].clone(),
+            "test_domain": codes(vvals)[:, 0].clone(),
+            "domain_names": vocab[0],
+            "train_attributes": train_codes,
         }
     return DatasetTensors(
         name=name,
@@ -186,16 +194,17 @@ def _coco_like(cfg: DataConfig, name: str, attribute: str | None) -> DatasetTens
 @DATASETS.register("coco")
 def coco(cfg: DataConfig) -> DatasetTensors:
     """COCO-format detection (instances json + image folders) from data.root, resized to data.image_size."""
-    return _coco_like(cfg, "coco", None)
+    return _coco_like(cfg, "coco")
 
 
 @DATASETS.register("bdd100k")
 def bdd100k(cfg: DataConfig) -> DatasetTensors:
-    """BDD100K, COCO-converted; data.variant (weather | scene | timeofday) is the domain attribute."""
+    """BDD100K, COCO-converted; data.variant (weather | scene | timeofday) is the domain attribute,
+    and the hierarchical `hdirichlet` partition splits by it first, then by the other two."""
     attribute = cfg.variant or "weather"
     if attribute not in BDD_ATTRIBUTES:
         raise ConfigError(f"data.variant: bdd100k splits by {', '.join(BDD_ATTRIBUTES)}, not '{attribute}'")
-    return _coco_like(cfg, "bdd100k", attribute)
+    return _coco_like(cfg, "bdd100k", (attribute, *(a for a in BDD_ATTRIBUTES if a != attribute)))
 
 
 # --- Pascal VOC --------------------------------------------------------------------------------

@@ -118,6 +118,8 @@ def partition_clients(
     extra = {}
     if "domains" in inspect.signature(partitioner).parameters:  # feature-shift partitions need domain ids
         extra["domains"] = None if data.train_domain is None else data.train_domain.numpy()[samples]
+    if "attributes" in inspect.signature(partitioner).parameters:  # hierarchical attribute partitions
+        extra["attributes"] = None if data.attributes is None else data.attributes.numpy()[samples]
     split_by = data.partition_key.numpy()[samples]
     clients = partitioner(
         split_by,

@@ -34,6 +34,11 @@ def _check_size(labels: np.ndarray, num_clients: int, min_samples: int = 1) -> N
         )
 
 
+def _cut(idx: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:
+    """Cut (shuffled) `idx` into one chunk per client, sized by `proportions` (summing to 1)."""
+    return np.split(idx, (np.cumsum(proportions) * len(idx)).astype(int)[:-1])
+
+
 @PARTITIONS.register("iid")
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Uniformly random, equal-sized shards."""
@@ -58,8 +63,7 @@ def dirichlet(
         parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
         for idx in by_class:
             idx = rng.permutation(idx)
-            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha))) * len(idx)).astype(int)[:-1]
-            for client, chunk in enumerate(np.split(idx, cuts)):
+            for client, chunk in enumerate(_cut(idx, rng.dirichlet(np.full(num_clients, alpha)))):
                 parts[client].append(chunk)
         clients = [np.sort(np.concatenate(p)) for p in parts]
         if min(len(c) for c in clients) >= min_samples:
@@ -169,3 +173,61 @@ def domain_dirichlet(
             "digits-domains, fashion-mnist-domains, domainfolder)"
         )
     return dirichlet(domains, num_clients, rng, alpha=alpha, min_samples=min_samples)
+
+
+@PARTITIONS.register("hdirichlet")
+def hdirichlet(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    attributes: np.ndarray | None = None,
+    *,
+    alpha: Annotated[float, Field(gt=0, description="Dir(alpha) over clients per value of the first attribute")] = 0.5,
+    alpha_secondary: Annotated[
+        float, Field(gt=0, description="per client, Dir(alpha_secondary x prior) over each further attribute")
+    ] = 1.0,
+    min_samples: Annotated[int, Field(ge=0, description="resample until every client has this many")] = 10,
+) -> list[np.ndarray]:
+    """Hierarchical attribute skew (COALA's BDD100K `hdir` split): for each value of the first
+    attribute (the domain, e.g. weather) clients get shares from Dir(alpha), and each client
+    prefers values of the further attributes (scene, time of day) by Dir(alpha_secondary x the
+    attribute's prior). Unlike COALA's sampling, every image goes to exactly one client: the
+    images sharing one attribute combination are cut by the product of those weights."""
+    if attributes is None:
+        raise PartitionError(
+            "the hdirichlet partition needs a dataset with attributes or domains (bdd100k, scenes, "
+            "digits-domains, fashion-mnist-domains, domainfolder)"
+        )
+    _check_size(labels, num_clients, min_samples)
+    attributes = attributes.reshape(len(labels), -1)
+    combos, group = np.unique(attributes, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    priors = [np.bincount(column) / len(column) for column in attributes[:, 1:].T]
+    for _ in range(MAX_DIRICHLET_TRIES):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for value in np.unique(combos[:, 0]):
+            share = rng.dirichlet(np.full(num_clients, alpha))
+            prefer = [_dirichlet_over_present(alpha_secondary * prior, num_clients, rng) for prior in priors]
+            for g in np.flatnonzero(combos[:, 0] == value):
+                weight = share.copy()
+                for a, p in enumerate(prefer):
+                    weight *= p[:, combos[g, a + 1]]
+                idx = rng.permutation(np.flatnonzero(group == g))
+                for client, chunk in enumerate(_cut(idx, weight / weight.sum())):
+                    parts[client].append(chunk)
+        clients = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(c) for c in clients) >= min_samples:
+            return clients
+    raise PartitionError(
+        f"hdirichlet partition with alpha={alpha} could not give all {num_clients} clients at least "
+        f"{min_samples} samples in {MAX_DIRICHLET_TRIES} draws; raise data.partition.alpha, or lower "
+        "data.partition.min_samples or data.num_clients"
+    )
+
+
+def _dirichlet_over_present(concentration: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """[rows, V] draws of Dir(concentration) over the values that occur (the others get 0)."""
+    out = np.zeros((rows, len(concentration)))
+    present = concentration > 0
+    out[:, present] = rng.dirichlet(concentration[present], size=rows)
+    return out

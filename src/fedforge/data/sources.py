@@ -52,6 +52,9 @@ class DatasetTensors:
     # by default; a dataset whose targets are not one class (boxes, masks) or that should split
     # by something else (a writer, a dominant class) sets it.
     train_key: torch.Tensor | None = None
+    # Sets with several attributes per image (BDD100K's weather, scene, time of day): int64 codes
+    # [N, A], the domain's attribute first; what the hierarchical `hdirichlet` partition splits by.
+    train_attributes: torch.Tensor | None = None
     # Dense sets: their target stores by kind (data/targets.py: "boxes", "masks"); train_y/test_y
     # then hold each image's dominant class, so histograms and label-skew partitions still work.
     train_targets: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +73,12 @@ class DatasetTensors:
             raise DatasetFormatError(
                 f"{self.name}: the partition key must be int64 with one entry per training image, got "
                 f"{key.dtype} {tuple(key.shape)} for {len(self.train_x)} images"
+            )
+        attrs = self.train_attributes
+        if attrs is not None and (attrs.dtype != torch.int64 or attrs.ndim != 2 or len(attrs) != len(self.train_x)):
+            raise DatasetFormatError(
+                f"{self.name}: the attributes must be int64 [N, A] with one row per training image, got "
+                f"{attrs.dtype} {tuple(attrs.shape)} for {len(self.train_x)} images"
             )
 
     def targets(self, split: str, kind: str, index: torch.Tensor) -> Any:
@@ -91,7 +100,7 @@ class DatasetTensors:
     def select_train(self, keep: torch.Tensor) -> None:
         """Keep only the training samples at `keep` (every per-sample tensor and target store)."""
         self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
-        for name in ("train_domain", "train_key"):
+        for name in ("train_domain", "train_key", "train_attributes"):
             if (value := getattr(self, name)) is not None:
                 setattr(self, name, value[keep])
         self.train_targets = {
@@ -119,6 +128,13 @@ class DatasetTensors:
     def partition_key(self) -> torch.Tensor:
         """Per training sample, what partitions split by (the label unless the dataset says otherwise)."""
         return self.train_y if self.train_key is None else self.train_key
+
+    @property
+    def attributes(self) -> torch.Tensor | None:
+        """Per training sample, its attribute codes [N, A]: the dataset's own, else its domain as the one attribute."""
+        if self.train_attributes is not None:
+            return self.train_attributes
+        return None if self.train_domain is None else self.train_domain[:, None]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -43,9 +43,9 @@ class ProgressSink:
         if record.eval is not None:
             status = f"{self.learning.headline.name} {self.learning.headline_value(record.eval):.4f}"
             if record.eval.personalized_mean is not None:
-                status += f"  client acc {record.eval.personalized_mean:.4f}"
+                status += f"  client mean {record.eval.personalized_mean:.4f}"
             if record.eval.domain_mean is not None:
-                status += f"  domain acc {record.eval.domain_mean:.4f}"
+                status += f"  domain mean {record.eval.domain_mean:.4f}"
             if "knn_accuracy" in record.eval.extra:
                 status += f"  knn {record.eval.extra['knn_accuracy']:.4f}"
         return status
