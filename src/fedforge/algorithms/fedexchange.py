@@ -118,5 +118,4 @@ class FedExchange(FedAvg):
         rng = numpy_rng(self.seed, SERVER_EXCHANGE, round_index)
         plan = exchange_plan(labels, rng)
         exchange = {str(ids[i]): uploads[ids[int(plan[i])]] for i in range(len(ids))}
-        self.last_clusters = {ids[i]: int(labels[i]) for i in range(len(ids))}
         return ServerState(weights=state.weights, extras={**state.extras, EXCHANGE: exchange})
