@@ -51,7 +51,8 @@ def test_a_continual_run_prints_its_scores_and_synthesis_cost(runs_dir):
 def test_progress_bar_shows_round_and_accuracy(runs_dir):
     proc = fedforge("run", "train.rounds=2", "train.local_epochs=1", f"tracking.runs_dir={runs_dir}")
     assert proc.returncode == 0
-    assert "round" in proc.stderr and "2/2" in proc.stderr and "acc 0." in proc.stderr
+    assert "round" in proc.stderr and "2/2" in proc.stderr and "accuracy 0." in proc.stderr
+    assert "client mean 0." in proc.stderr  # the headline per client, named as the task names it
 
 
 @pytest.mark.parametrize(
