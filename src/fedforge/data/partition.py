@@ -6,7 +6,7 @@ Each is registered by name; its keyword-only arguments are its config parameters
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import numpy as np
@@ -39,6 +39,30 @@ def _cut(idx: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:
     return np.split(idx, (np.cumsum(proportions) * len(idx)).astype(int)[:-1])
 
 
+def _redraw_until_filled(
+    kind: str,
+    alpha: float,
+    num_clients: int,
+    min_samples: int,
+    pieces: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+) -> list[np.ndarray]:
+    """Draw a Dirichlet split until every client has `min_samples`; one draw is `pieces()`, which
+    yields (shuffled indices, client proportions) for each group of samples cut across clients."""
+    for _ in range(MAX_DIRICHLET_TRIES):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for idx, proportions in pieces():
+            for client, chunk in enumerate(_cut(idx, proportions)):
+                parts[client].append(chunk)
+        clients = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(c) for c in clients) >= min_samples:
+            return clients
+    raise PartitionError(
+        f"{kind} partition with alpha={alpha} could not give all {num_clients} clients at least "
+        f"{min_samples} samples in {MAX_DIRICHLET_TRIES} draws; raise data.partition.alpha, or lower "
+        "data.partition.min_samples or data.num_clients"
+    )
+
+
 @PARTITIONS.register("iid")
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Uniformly random, equal-sized shards."""
@@ -59,20 +83,12 @@ def dirichlet(
     _check_size(labels, num_clients, min_samples)
     classes = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in classes]
-    for _ in range(MAX_DIRICHLET_TRIES):
-        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+
+    def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for idx in by_class:
-            idx = rng.permutation(idx)
-            for client, chunk in enumerate(_cut(idx, rng.dirichlet(np.full(num_clients, alpha)))):
-                parts[client].append(chunk)
-        clients = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(c) for c in clients) >= min_samples:
-            return clients
-    raise PartitionError(
-        f"dirichlet partition with alpha={alpha} could not give all {num_clients} clients at least "
-        f"{min_samples} samples in {MAX_DIRICHLET_TRIES} draws; raise data.partition.alpha, or lower "
-        "data.partition.min_samples or data.num_clients"
-    )
+            yield rng.permutation(idx), rng.dirichlet(np.full(num_clients, alpha))
+
+    return _redraw_until_filled("dirichlet", alpha, num_clients, min_samples, pieces)
 
 
 @PARTITIONS.register("shards")
@@ -203,8 +219,8 @@ def hdirichlet(
     combos, group = np.unique(attributes, axis=0, return_inverse=True)
     group = group.reshape(-1)
     priors = [np.bincount(column) / len(column) for column in attributes[:, 1:].T]
-    for _ in range(MAX_DIRICHLET_TRIES):
-        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+
+    def pieces() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for value in np.unique(combos[:, 0]):
             share = rng.dirichlet(np.full(num_clients, alpha))
             prefer = [_dirichlet_over_present(alpha_secondary * prior, num_clients, rng) for prior in priors]
@@ -212,17 +228,9 @@ def hdirichlet(
                 weight = share.copy()
                 for a, p in enumerate(prefer):
                     weight *= p[:, combos[g, a + 1]]
-                idx = rng.permutation(np.flatnonzero(group == g))
-                for client, chunk in enumerate(_cut(idx, weight / weight.sum())):
-                    parts[client].append(chunk)
-        clients = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(c) for c in clients) >= min_samples:
-            return clients
-    raise PartitionError(
-        f"hdirichlet partition with alpha={alpha} could not give all {num_clients} clients at least "
-        f"{min_samples} samples in {MAX_DIRICHLET_TRIES} draws; raise data.partition.alpha, or lower "
-        "data.partition.min_samples or data.num_clients"
-    )
+                yield rng.permutation(np.flatnonzero(group == g)), weight / weight.sum()
+
+    return _redraw_until_filled("hdirichlet", alpha, num_clients, min_samples, pieces)
 
 
 def _dirichlet_over_present(concentration: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
