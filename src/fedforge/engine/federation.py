@@ -17,6 +17,7 @@ from fedforge.engine.aggregation import RoundOutcome
 from fedforge.engine.client_store import ClientStore
 from fedforge.engine.evaluation import EvalMetrics, RoundEvaluator
 from fedforge.engine.executors import Executor
+from fedforge.engine.interrupts import deferred_interrupt
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.validation import Rejection, UpdateValidator
 from fedforge.engine.weights import payload_bytes
@@ -126,10 +127,11 @@ class Federation:
             final = r == self.rounds - 1
             record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final, r)
         record.seconds = time.perf_counter() - start
-        for sink in self.sinks:
-            sink.log_round(record)
-        if self.checkpoint is not None:
-            self.checkpoint(r, state)
+        with deferred_interrupt():  # a Ctrl-C here lands after the checkpoint: record and checkpoint agree
+            for sink in self.sinks:
+                sink.log_round(record)
+            if self.checkpoint is not None:
+                self.checkpoint(r, state)
         return state
 
     def _collect(self, state: ServerState, jobs: list[ClientJob], attackers: frozenset[int], r: int) -> RoundOutcome:
