@@ -21,7 +21,7 @@ from fedforge.data.federated import FederatedDataset, build_federated_dataset
 from fedforge.data.user import as_user_data
 from fedforge.data.user import register as register_user_data
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
-from fedforge.engine.client_store import ClientStore
+from fedforge.engine.client_store import ClientStore, build_client_store
 from fedforge.engine.evaluation import EvalMetrics, build_evaluator
 from fedforge.engine.executors import Executor
 from fedforge.engine.federation import Federation
@@ -209,7 +209,9 @@ class Session:
         self.server = FlatModel(experiment.build_model())
         self.algorithm = self.cfg.algorithm.resolve()(self.cfg.algorithm.params, self.cfg.train, seed=self.cfg.seed)
         self.state = self.algorithm.init_server(self.server, experiment.data)
-        self.clients = ClientStore()
+        self.clients = build_client_store(
+            self.cfg.engine.client_store, run_dir / "client_states", experiment.data.num_clients
+        )
         continual = self.cfg.continual
         self.totals = SummarySink(continual.rounds_per_task if continual is not None else None, experiment.task)
         self.checkpointer = Checkpointer(run_dir / "checkpoints", self.cfg.checkpoint.keep, self.cfg.checkpoint.every)
@@ -226,7 +228,7 @@ class Session:
         try:
             server_opt = {k: v.to(self.exp.device) for k, v in ckpt.state.server_opt.items()}
             self.state = ServerState(ckpt.state.weights.to(self.exp.device), ckpt.state.extras, server_opt)
-            self.clients.restore(ckpt.clients)
+            self.clients.restore(ckpt.clients, ckpt.client_folder)
             self.totals.load(ckpt.extras["totals"])
             self.elapsed_before = float(ckpt.extras["elapsed"])
             restore_rng_states(ckpt.extras["rng"])
@@ -300,6 +302,7 @@ class Session:
             return self._federate(executor, start_round, reason, skipped, quiet)
         finally:
             executor.close()
+            self.clients.close()  # a disk store's live slots; the checkpoints keep their own copy
 
     def _federate(
         self, executor: Executor, start_round: int, reason: str | None, skipped: list[str], quiet: bool

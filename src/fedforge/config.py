@@ -296,6 +296,15 @@ class TrackingConfig(StrictModel):
         return None if value is False else value
 
 
+class EngineConfig(StrictModel):
+    client_store: Literal["memory", "disk"] = Field(
+        "memory",
+        description="where per-client state lives between rounds: memory, or disk (fixed slots in files under the "
+        "run directory, so memory stays flat in the number of stateful clients; for 1,000s of SCAFFOLD, FedDyn or "
+        "MOON clients) (default memory)",
+    )
+
+
 class CheckpointConfig(StrictModel):
     every: int = Field(1, ge=0, description="checkpoint every N rounds and at the end; 0 disables (default 1)")
     keep: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted (default 2)")
@@ -336,6 +345,7 @@ class Config(StrictModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     continual: ContinualConfig | None = Field(
         None, description="class-continual task stream, e.g. {tasks: 5, rounds_per_task: 10} (default off)"
     )

@@ -2,7 +2,7 @@
 
 Jobs and results carry *named* tensors. MODEL is the entry the aggregator reduces (the flat model,
 or the part of it a method shares); a method's extras are further entries, declared by
-`Algorithm.upload_specs`, validated, counted in bytes, reduced by their weighted mean, merged
+`Algorithm.upload_specs`, validated, counted in bytes, reduced by their weighted mean (or sum), merged
 across Ray workers and carried by the gRPC codec like the model. This module depends on torch
 only, so every layer can use it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -72,13 +72,18 @@ class ClientResult:
 class UploadSpec:
     """What one entry of an upload must be: float32 of `shape`. With a `reference` (the entry's global
     counterpart) the distance bounds of validation apply to it too; `max_norm` bounds the entry's own
-    L2 norm (e.g. a statistic with a known range). A non-required entry may be absent."""
+    L2 norm (e.g. a statistic with a known range). A non-required entry may be absent.
+
+    `reduction` says what the round hands `Algorithm.apply` for the entry: `mean`, the weighted mean
+    sum_i w_i v_i / sum_i w_i; or `sum`, sum_i w_i v_i itself (SCAFFOLD's control variates move by
+    the cohort's share of all clients, which a mean cannot say). Both stream in float64."""
 
     shape: tuple[int, ...]
     reference: torch.Tensor | None = None
     required: bool = True
     max_norm: float | None = None
     reference_norm: float | None = None  # ||reference||, computed once per round for the ratio bound
+    reduction: Literal["mean", "sum"] = "mean"
 
     @classmethod
     def of(cls, reference: torch.Tensor) -> UploadSpec:

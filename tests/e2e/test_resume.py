@@ -68,9 +68,13 @@ def reference_and_killed_victim(args: list[str], runs_dir: Path, after_rounds: i
     return reference
 
 
+STATEFUL = [*ARGS, "algorithm.name=scaffold", "train.clients_per_round=3", "engine.client_store=disk"]
+
+
 @pytest.mark.slow
-def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir):
-    reference = reference_and_killed_victim(ARGS, runs_dir, after_rounds=3)  # round 4 is in flight
+@pytest.mark.parametrize("args", [ARGS, STATEFUL], ids=["fedavg", "scaffold-disk-store"])
+def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir, args):
+    reference = reference_and_killed_victim(args, runs_dir, after_rounds=3)  # round 4 is in flight
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     killed_at = rounds_done(runs_dir / "runs.db", "victim")
     assert killed_at < 8 and not (runs_dir / "victim" / "summary.json").exists()

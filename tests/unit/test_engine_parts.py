@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from fedforge.data.transforms import BatchTransform, random_crop
@@ -99,3 +100,19 @@ def test_every_named_entry_is_validated():
     claims.entry_weights = {"share": 1e6}
     assert "exceeds backend.max_samples=10" in capped.verdict(claims, specs).reason
     assert "not named tensors" in v.verdict(ClientResult(0, torch.zeros(3), 4), specs).reason
+
+
+def test_a_ctrl_c_during_the_round_bookkeeping_lands_after_it():
+    import os
+    import signal
+
+    from fedforge.engine.interrupts import deferred_interrupt
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("logged")
+            done.append("checkpointed")  # both halves run before the interrupt is delivered
+    assert done == ["logged", "checkpointed"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,7 +1,8 @@
 """Federated algorithms, one module per method, all behind the protocol in base.py."""
 
 from fedforge.algorithms import (  # noqa: F401,I001  (registers the built-ins)
-    continual, fedavg, fedbn, fedema, fedewc, fedexchange, fedlwf, fedprox, fedssl, fedu, fedwon, target,
+    continual, fedavg, fedbn, fedema, fedewc, fedexchange, fedlwf, feddyn, fednova, fedprox, fedssl, fedu,
+    fedwon, moon, scaffold, target,
 )  # fmt: skip
 from fedforge.algorithms.base import (
     ALGORITHMS,

@@ -42,6 +42,7 @@ class ClientContext:
     metrics: dict[str, float] = field(default_factory=dict)  # per-round scalars a method reports (in ClientResult)
     role: Any = None  # what the method's client side needs from the experiment (Algorithm.client_role)
     flip_labels: bool = False  # a simulated label-flipping client (attack.kind=label_flip) trains on C-1-y
+    steps: int = 0  # local optimizer steps taken so far this round (every batch of every epoch)
 
     @property
     def model(self) -> nn.Module:
@@ -110,6 +111,7 @@ class ClientContext:
             task.after_step(model)
             total += loss.detach()
             steps += 1
+        self.steps += steps
         return float(total) / steps if steps else float("nan")
 
 

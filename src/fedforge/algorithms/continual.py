@@ -22,6 +22,7 @@ from fedforge.data.continual import TaskPlan
 from fedforge.data.federated import FederatedDataset
 from fedforge.engine.weights import FlatModel
 from fedforge.errors import ConfigError
+from fedforge.models.split import frozen
 
 
 def task_plan(data: FederatedDataset, method: str) -> TaskPlan:
@@ -74,14 +75,8 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 def frozen_logits(ctx: ClientContext, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """The outputs of the model with other `weights` (e.g. the teacher), in eval mode, without
     building a second network: the client's one model is called with those weights swapped in."""
-    model = ctx.model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return functional_call(model, ctx.flat.layout.views(weights), (inputs,))
-    finally:
-        model.train(was_training)
+    with frozen(ctx.model):
+        return functional_call(ctx.model, ctx.flat.layout.views(weights), (inputs,))
 
 
 @register("finetune")

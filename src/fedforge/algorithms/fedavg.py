@@ -28,7 +28,7 @@ class FedAvg(Algorithm):
         loss = ctx.run_sgd(self.train.local_epochs, lambda: self.after_backward(ctx, job), self.batch_loss(ctx, job))
         self.finish(ctx, job)
         metrics = {"train_loss": loss, **ctx.metrics}
-        update = {MODEL: self.upload(ctx), **self.upload_extras(ctx, job)}
+        update = {MODEL: self.upload(ctx, job), **self.upload_extras(ctx, job)}
         return ClientResult(job.client_id, update, ctx.num_samples, metrics)
 
     # hooks
@@ -36,7 +36,7 @@ class FedAvg(Algorithm):
         """Put the server's payload into the client's model (here: the whole global model)."""
         ctx.flat.load(job.model)
 
-    def upload(self, ctx: ClientContext) -> torch.Tensor:
+    def upload(self, ctx: ClientContext, job: ClientJob) -> torch.Tensor:
         """What the client sends back (here: its whole model)."""
         return ctx.flat.read()
 

@@ -178,7 +178,7 @@ class FedSSL(FedAvg):
         if "online_start" in ctx.state:  # how far local training moved the online network
             ctx.state["local_change"] = ctx.role.online_distance(ctx.state.pop("online_start"), ctx.state["online"])
 
-    def upload(self, ctx: ClientContext) -> torch.Tensor:
+    def upload(self, ctx: ClientContext, job: ClientJob) -> torch.Tensor:
         return ctx.flat.vector[ctx.role.upload.to(ctx.flat.vector.device)].clone()
 
     def divergence(self, ctx: ClientContext) -> float:

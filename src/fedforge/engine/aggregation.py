@@ -63,6 +63,13 @@ class WeightedSum:
             raise ValueError("the weighted mean of no uploads is undefined")
         return (self.total / self.weight).to(torch.float32)
 
+    def reduced(self, reduction: str) -> torch.Tensor:
+        """The entry as `Algorithm.apply` receives it: the weighted mean, or the weighted sum."""
+        if reduction == "mean":
+            return self.mean()
+        assert self.total is not None
+        return self.total.to(torch.float32)
+
 
 @dataclass
 class ClientReceipt:
@@ -154,8 +161,11 @@ class RoundOutcome:
             self.admit(result)
 
     def reduce(self, aggregator: Aggregator) -> dict[str, torch.Tensor]:
-        """Every entry that some upload carried, reduced: MODEL by `aggregator`, the rest by weighted mean."""
-        reduced = {name: total.mean() for name, total in self.sums.items() if total.weight > 0}
+        """Every entry that some upload carried, reduced: MODEL by `aggregator`, the rest by the weighted
+        mean or sum their spec names."""
+        reduced = {
+            name: total.reduced(self.specs[name].reduction) for name, total in self.sums.items() if total.weight > 0
+        }
         if self.kept:
             stacked = torch.stack([k.vector.to(self.reference.device) for k in self.kept])
             weights = torch.tensor([k.weight for k in self.kept], dtype=torch.float64, device=stacked.device)

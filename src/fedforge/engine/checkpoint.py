@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from fedforge.algorithms.base import ServerState
-from fedforge.engine.client_store import ClientStore
+from fedforge.engine.client_store import ClientStore, to_cpu
 from fedforge.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,18 @@ NAME = re.compile(r"^round-(\d{6})\.ckpt$")
 class Checkpoint:
     round: int  # the last completed round (0-based)
     state: ServerState
-    clients: dict[int, dict[str, Any]]
+    clients: dict[Any, Any]  # the client store's snapshot (ClientStore.snapshot)
     extras: dict[str, Any]
     path: Path
+
+    @property
+    def client_folder(self) -> Path:
+        """Where a client store wrote files beside this checkpoint (the disk store's slots)."""
+        return client_folder(self.path)
+
+
+def client_folder(path: Path) -> Path:
+    return path.with_suffix(".clients")
 
 
 def rng_states() -> dict[str, Any]:
@@ -80,28 +90,29 @@ class Checkpointer:
         return self.every > 0 and ((round_index + 1) % self.every == 0 or round_index == last_round)
 
     def save(self, round_index: int, state: ServerState, clients: ClientStore, extras: dict[str, Any]) -> Path:
+        path = self.folder / f"round-{round_index + 1:06d}.ckpt"  # named by the 1-based round it follows
+        self.folder.mkdir(parents=True, exist_ok=True)
         payload = io.BytesIO()
         torch.save(
             {
                 "round": round_index,
                 "weights": state.weights.cpu(),
-                "server_extras": _to_cpu(state.extras),
-                "server_opt": _to_cpu(state.server_opt),
-                "clients": {cid: _to_cpu(s) for cid, s in clients.items()},
+                "server_extras": to_cpu(state.extras),
+                "server_opt": to_cpu(state.server_opt),
+                "clients": clients.snapshot(client_folder(path)),
                 "rng": rng_states(),
                 "extras": extras,
             },
             payload,
         )
         data = payload.getvalue()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"round-{round_index + 1:06d}.ckpt"  # named by the 1-based round it follows
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(MAGIC + hashlib.sha256(data).digest() + data)
         os.replace(tmp, path)  # atomic: readers see the old file or the new one
         for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)
+            shutil.rmtree(client_folder(old), ignore_errors=True)
         return path
 
     def last_round(self) -> int | None:
@@ -136,7 +147,7 @@ class Checkpointer:
         return Checkpoint(
             round=int(blob["round"]),
             state=ServerState(blob["weights"], blob["server_extras"], blob.get("server_opt", {})),
-            clients={int(k): v for k, v in blob["clients"].items()},
+            clients=blob["clients"],
             extras={**blob["extras"], "rng": blob["rng"]},
             path=path,
         )
@@ -177,13 +188,3 @@ def _check_contents(path: Path, blob: Any, expected_size: int | None) -> None:
             f"checkpoint '{path}' holds {weights.numel()} weights but this run's model has {expected_size}: "
             "it was written by another model or fedforge version"
         )
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_to_cpu(v) for v in value)
-    return value

@@ -80,6 +80,11 @@ class Executor:
         """Release workers and processes; the executor is not used afterwards."""
 
 
+def on_device(state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A client's state with its tensors on the executor's device (a disk store reads to the CPU)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
 @EXECUTORS.register("sequential")
 class SequentialExecutor(Executor):
     """Clients one after another in this process, on one reused model instance."""
@@ -103,7 +108,7 @@ class SequentialExecutor(Executor):
             task=self.task,
             train=self.train,
             generator=torch.Generator().manual_seed(client_seed),
-            state=self.client_store.get(job.client_id),
+            state=on_device(self.client_store.get(job.client_id), self.device),
             role=self.role,
             flip_labels=job.attack == "label_flip",
         )
@@ -123,4 +128,5 @@ class SequentialExecutor(Executor):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         result.metrics["seconds"] = time.perf_counter() - start
+        self.client_store.put(job.client_id, ctx.state)
         return result

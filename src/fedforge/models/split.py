@@ -8,11 +8,14 @@ a Linear layer, torchvision's classifiers too (`fc`, `classifier[-1]`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from fedforge.errors import ConfigError
 
@@ -47,12 +50,15 @@ class FeaturesHead:
     def head(self, model: nn.Module) -> nn.Module:
         return model.get_submodule(self.head_name)
 
-    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, logits) of one forward pass: the features are what the head receives."""
+    def forward(
+        self, model: nn.Module, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of one forward pass: the features are what the head receives. With
+        `weights` (named tensors, e.g. `Layout.views`), the pass uses them instead of the model's own."""
         captured: list[torch.Tensor] = []
         hook = self.head(model).register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
         try:
-            logits = model(x)
+            logits = model(x) if weights is None else functional_call(model, weights, (x,))
         finally:
             hook.remove()
         return captured[0], logits
@@ -61,3 +67,16 @@ class FeaturesHead:
         """The head's positions in the flat vector (to keep it local, freeze it or send it alone)."""
         prefix = f"{self.head_name}."
         return layout.indices(lambda key: key.startswith(prefix))
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """A pass of a teacher or reference model: eval mode (running statistics), no graph; the
+    model's training mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
