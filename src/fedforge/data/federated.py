@@ -92,6 +92,9 @@ class FederatedDataset:
                 for cid, (tr, te) in enumerate(zip(self.client_train, self.client_test, strict=True))
             ],
         }
+        if self.source.train_writer is not None:  # natural splits: which writers each client holds
+            writers = self.source.train_writer
+            record["client_writers"] = [sorted(set(writers[tr.cpu()].tolist())) for tr in self.client_train]
         if self.stream is not None:
             record["tasks"] = [
                 {"classes": list(classes), "clients": [idx.cpu().tolist() for idx in train]}
@@ -120,6 +123,8 @@ def partition_clients(
         extra["domains"] = None if data.train_domain is None else data.train_domain.numpy()[samples]
     if "attributes" in inspect.signature(partitioner).parameters:  # hierarchical attribute partitions
         extra["attributes"] = None if data.attributes is None else data.attributes.numpy()[samples]
+    if "writers" in inspect.signature(partitioner).parameters:  # natural per-writer splits (LEAF)
+        extra["writers"] = None if data.train_writer is None else data.train_writer.numpy()[samples]
     split_by = data.partition_key.numpy()[samples]
     clients = partitioner(
         split_by,

@@ -239,3 +239,60 @@ def _dirichlet_over_present(concentration: np.ndarray, rows: int, rng: np.random
     present = concentration > 0
     out[:, present] = rng.dirichlet(concentration[present], size=rows)
     return out
+
+
+@PARTITIONS.register("leaf")
+def leaf(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    writers: np.ndarray | None = None,
+    *,
+    min_size: Annotated[int, Field(ge=1, description="writers with fewer training samples are left out")] = 10,
+    data_amount: Annotated[
+        float, Field(gt=0, le=1, description="share of the training samples used, taken by whole writers")
+    ] = 1.0,
+    iid_fraction: Annotated[
+        float, Field(ge=0, le=1, description="share of the clients' samples pooled and dealt back at random")
+    ] = 0.0,
+) -> list[np.ndarray]:
+    """Natural splits (LEAF, COALA's FEMNIST): one client per writer. Writers with at least
+    `min_size` samples are taken in a seeded order until they hold `data_amount` of the training
+    samples (LEAF's non-IID sampling); the first data.num_clients of them are the clients. With
+    `iid_fraction` > 0 that share of their samples is pooled and dealt back uniformly at random,
+    each client keeping its sample count (1: the IID simulation of the same clients)."""
+    if writers is None:
+        raise PartitionError("the leaf partition needs a dataset that records writers (femnist, read from LEAF json)")
+    ids, counts = np.unique(writers, return_counts=True)
+    eligible = rng.permutation(ids[counts >= min_size])
+    budget = data_amount * len(labels)
+    sizes = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    taken, total = [], 0
+    for writer in eligible.tolist():
+        if total >= budget:
+            break
+        taken.append(writer)
+        total += sizes[writer]
+    if len(taken) < num_clients:
+        raise PartitionError(
+            f"data.num_clients={num_clients} but only {len(taken)} writers qualify (min_size={min_size}, "
+            f"data_amount={data_amount}, {len(eligible)} writers with {min_size}+ samples); set data.num_clients "
+            f"to at most {len(taken)}, or lower min_size / raise data_amount"
+        )
+    clients = [np.flatnonzero(writers == w) for w in taken[:num_clients]]
+    if iid_fraction > 0:
+        clients = _deal_iid(clients, iid_fraction, rng)
+    return clients
+
+
+def _deal_iid(clients: list[np.ndarray], fraction: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Pool `fraction` of each client's samples and deal the pool back at random (same counts)."""
+    kept, pooled = [], []
+    for idx in clients:
+        moved = int(round(fraction * len(idx)))
+        shuffled = rng.permutation(idx)
+        kept.append(shuffled[moved:])
+        pooled.append(shuffled[:moved])
+    pool = rng.permutation(np.concatenate(pooled))
+    cuts = np.cumsum([len(p) for p in pooled])[:-1]
+    return [np.sort(np.concatenate([k, extra])) for k, extra in zip(kept, np.split(pool, cuts), strict=True)]

@@ -55,6 +55,9 @@ class DatasetTensors:
     # Sets with several attributes per image (BDD100K's weather, scene, time of day): int64 codes
     # [N, A], the domain's attribute first; what the hierarchical `hdirichlet` partition splits by.
     train_attributes: torch.Tensor | None = None
+    # Natural splits (LEAF): the writer (user) of every training image, int64 0..W-1, what the
+    # `leaf` partition makes one client of.
+    train_writer: torch.Tensor | None = None
     # Dense sets: their target stores by kind (data/targets.py: "boxes", "masks"); train_y/test_y
     # then hold each image's dominant class, so histograms and label-skew partitions still work.
     train_targets: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +103,7 @@ class DatasetTensors:
     def select_train(self, keep: torch.Tensor) -> None:
         """Keep only the training samples at `keep` (every per-sample tensor and target store)."""
         self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
-        for name in ("train_domain", "train_key", "train_attributes"):
+        for name in ("train_domain", "train_key", "train_attributes", "train_writer"):
             if (value := getattr(self, name)) is not None:
                 setattr(self, name, value[keep])
         self.train_targets = {
