@@ -70,9 +70,9 @@ class Quadratic:
         identity = BatchTransform(torch.zeros(1), torch.full((1,), 1 / 255))
         return FederatedDataset(source, shards, [s[:0] for s in shards], identity)
 
-    def run(self, algorithm: Algorithm, rounds: int, cohorts=None) -> tuple[torch.Tensor, list]:
+    def run(self, algorithm: Algorithm, rounds: int, cohorts=None, edit_job=None) -> tuple[torch.Tensor, list]:
         """The global x after `rounds` (each round's cohort from `cohorts(r)`, default all clients),
-        and the server state after every round."""
+        and the server state after every round; `edit_job(job)` may change each job (e.g. its caps)."""
         data = self.data()
         dim = len(self.b[0])
         task = QuadraticTask(torch.tensor(self.a), torch.tensor(self.b))
@@ -83,7 +83,11 @@ class Quadratic:
         states = []
         for r in range(rounds):
             ids = cohorts(r) if cohorts is not None else range(len(self.n))
-            results = [executor.run_one(algorithm.client_job(state, cid, r)) for cid in ids]
+            jobs = [algorithm.client_job(state, cid, r) for cid in ids]
+            for job in jobs:
+                if edit_job is not None:
+                    edit_job(job)
+            results = [executor.run_one(job) for job in jobs]
             state = aggregate(algorithm, state, results, r)
             states.append(state)
         return state.weights[:dim].double(), states

@@ -16,16 +16,18 @@ from torch import nn
 
 from fedforge.aggregation.attacks import Attack
 from fedforge.algorithms.base import ALGORITHMS, Algorithm, ServerState
-from fedforge.config import Config, build_config, load_config, merge, read_yaml
+from fedforge.config import Config, SystemConfig, build_config, load_config, merge, read_yaml
 from fedforge.data.federated import FederatedDataset, build_federated_dataset
 from fedforge.data.user import as_user_data
 from fedforge.data.user import register as register_user_data
+from fedforge.engine.asynchronous import AsyncFederation
 from fedforge.engine.checkpoint import Checkpointer, restore_rng_states
 from fedforge.engine.client_store import ClientStore, build_client_store
 from fedforge.engine.evaluation import EvalMetrics, build_evaluator
 from fedforge.engine.executors import Executor
 from fedforge.engine.federation import Federation
 from fedforge.engine.selection import ClientSelector
+from fedforge.engine.system import SystemModel
 from fedforge.engine.validation import UpdateValidator
 from fedforge.engine.weights import FlatModel, save_state_dict
 from fedforge.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
@@ -244,6 +246,16 @@ class Session:
             extras = {"totals": self.totals.state(), "elapsed": self.elapsed()}
             self.checkpointer.save(round_index, state, self.clients, extras)
 
+    def system_model(self) -> SystemModel | None:
+        """The virtual clock of `system:` (None without one), over the clients' training shards."""
+        cfg = self.cfg
+        asynchronous = getattr(self.algorithm, "asynchronous", False)  # its clock runs even at equal speeds
+        if cfg.system is None and not asynchronous:
+            return None
+        sizes = [len(idx) for idx in self.exp.data.client_train]
+        system = cfg.system if cfg.system is not None else SystemConfig()
+        return SystemModel(system, sizes, cfg.train.batch_size, cfg.train.local_epochs, cfg.seed)
+
     def task_ends(self) -> frozenset[int]:
         """The last round of each task of a class-continual run (always evaluated)."""
         stream = self.exp.data.stream
@@ -309,7 +321,8 @@ class Session:
     ) -> RunResult:
         cfg, exp = self.cfg, self.exp
         sinks = self.sinks(start_round, reason, skipped, quiet)  # last: from here on they must be closed
-        federation = Federation(
+        mode = AsyncFederation if getattr(self.algorithm, "asynchronous", False) else Federation
+        federation = mode(
             algorithm=self.algorithm,
             executor=executor,
             selector=ClientSelector(
@@ -330,6 +343,7 @@ class Session:
             aggregator=cfg.aggregation.resolve()(cfg.aggregation.params),
             server_opt=cfg.server_opt.resolve()(cfg.server_opt.params),
             attack=Attack(cfg.attack, cfg.seed) if cfg.attack is not None else None,
+            system=self.system_model(),
         )
         self.federating = True
         try:

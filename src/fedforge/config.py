@@ -296,6 +296,44 @@ class TrackingConfig(StrictModel):
         return None if value is False else value
 
 
+class SpeedProfileConfig(StrictModel):
+    kind: Literal["uniform", "lognormal", "real"] = Field(
+        "uniform",
+        description="how clients' step times vary: uniform in [low, high], lognormal exp(N(0, sigma)), or real "
+        "(phone latency tiers, engine/system.py) (default uniform)",
+    )
+    low: float = Field(1.0, gt=0, description="uniform: smallest step-time multiplier (default 1)")
+    high: float = Field(1.0, gt=0, description="uniform: largest step-time multiplier (default 1)")
+    sigma: float = Field(1.0, ge=0, description="lognormal: spread of log step times (default 1)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpeedProfileConfig:
+        if self.high < self.low:
+            raise PydanticCustomError(
+                "bad_range", "high={high} is below low={low}", {"high": self.high, "low": self.low, "subloc": "high"}
+            )
+        return self
+
+
+class SystemConfig(StrictModel):
+    """Simulated system heterogeneity on a virtual clock (engine/system.py); nothing sleeps."""
+
+    profile: SpeedProfileConfig = Field(default_factory=SpeedProfileConfig)
+    step_seconds: float = Field(
+        0.05, gt=0, description="virtual seconds of one local step at multiplier 1 (default 0.05)"
+    )
+    deadline: float | None = Field(
+        None, gt=0, description="round deadline in virtual seconds (default none: wait for every client)"
+    )
+    on_deadline: Literal["partial", "drop"] = Field(
+        "partial", description="a client that cannot finish: partial (sends the steps it had time for) or drop"
+    )
+    straggler_ratio: float = Field(
+        0.0, ge=0, le=1, description="share of clients (seeded, fixed) that train fewer epochs (default 0)"
+    )
+    straggler_epochs: int = Field(1, ge=1, description="local epochs of a straggler (default 1)")
+
+
 class EngineConfig(StrictModel):
     client_store: Literal["memory", "disk"] = Field(
         "memory",
@@ -346,6 +384,11 @@ class Config(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    system: SystemConfig | None = Field(
+        None,
+        description="simulated client speeds, deadlines and stragglers on a virtual clock, e.g. {profile: {kind: "
+        "lognormal, sigma: 1}, deadline: 60} (default off)",
+    )
     continual: ContinualConfig | None = Field(
         None, description="class-continual task stream, e.g. {tasks: 5, rounds_per_task: 10} (default off)"
     )
@@ -405,7 +448,37 @@ class Config(StrictModel):
                 "attack a task stream, an ssl, detection or segmentation run with sign_flip, scale, gaussian or alie",
                 {"subloc": "attack.kind"},
             )
+        if getattr(algo, "asynchronous", False):
+            self._asynchronous()
+        if self.system is not None and self.backend.kind == "remote":
+            raise PydanticCustomError(
+                "inconsistent",
+                "the system section simulates client speeds on a virtual clock; a remote federation runs on real "
+                "machines and real time, so drop system or use backend.kind sequential or ray",
+                {"subloc": "system"},
+            )
         return self
+
+    def _asynchronous(self) -> None:
+        """What an asynchronous method (FedBuff) cannot combine with, said before anything runs."""
+        name, params, clients = self.algorithm.name, self.algorithm.params, self.data.num_clients
+        need = params.concurrency + params.buffer_size
+        problems = [
+            (need > clients, "algorithm.concurrency",
+             f"{params.concurrency} + buffer_size {params.buffer_size} exceeds data.num_clients={clients}: a client "
+             "waiting in the buffer cannot start again, so every start needs one idle; lower either"),
+            (self.system is not None and self.system.deadline is not None, "system.deadline",
+             f"{name} has no rounds to end at a deadline; drop system.deadline"),
+            (self.aggregation.name != "mean", "aggregation.name", f"{name} applies a buffer of updates: it takes mean"),
+            (self.attack is not None, "attack", f"{name} does not simulate attacks; drop the attack section"),
+            (self.train.dropout_rate > 0, "train.dropout_rate",
+             f"{name} models slow clients with the system section, not dropouts; set it to 0"),
+            (self.continual is not None, "continual", f"{name} does not run task streams"),
+            (self.backend.kind == "remote", "backend.kind", f"{name} runs on the virtual clock, in simulation only"),
+        ]  # fmt: skip
+        for bad, where, message in problems:
+            if bad:
+                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
 
     def _continual_rounds(self, continual: ContinualConfig) -> None:
         """A task stream fixes the number of rounds; an explicit, different train.rounds is a mistake."""

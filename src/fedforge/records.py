@@ -34,12 +34,15 @@ class ClientJob:
     """What the server sends one client for one round: named tensors, MODEL among them.
 
     `attack` names the attack a simulated Byzantine client runs itself while training (label_flip);
-    attacks on uploads are simulated where results are collected, not by the client."""
+    attacks on uploads are simulated where results are collected, not by the client. `max_epochs` and
+    `max_steps` cap its local work where the system simulation (engine/system.py) says so."""
 
     client_id: int
     round: int
     payload: dict[str, torch.Tensor]
     attack: str = ""
+    max_epochs: int | None = None  # a simulated straggler trains fewer local epochs (system.straggler_ratio)
+    max_steps: int | None = None  # a simulated slow client stops at the round deadline (system.deadline)
 
     @property
     def model(self) -> torch.Tensor:
@@ -49,7 +52,7 @@ class ClientJob:
         """This job with its tensors on `device` (a no-op where they are already): a job decoded
         from the network or shipped to a GPU worker arrives on the CPU."""
         payload = {k: v.to(device) for k, v in self.payload.items()}
-        return ClientJob(self.client_id, self.round, payload, self.attack)
+        return dataclasses.replace(self, payload=payload)
 
 
 @dataclass

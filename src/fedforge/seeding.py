@@ -12,6 +12,8 @@ import torch
 # Purposes; fixed integers so seeds stay stable across versions.
 PARTITION, SPLIT, INIT, SELECTION, CLIENT, DROPOUT, EVAL, CLASS_ORDER, SYNTHESIS, ATTACK = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 SERVER_EXCHANGE = 11  # FedExchange's fallback draws
+SYSTEM = 12  # clients' speeds and stragglers (engine/system.py)
+ASYNC = 13  # which idle client an asynchronous server starts next (engine/asynchronous.py)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

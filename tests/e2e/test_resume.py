@@ -69,10 +69,15 @@ def reference_and_killed_victim(args: list[str], runs_dir: Path, after_rounds: i
 
 
 STATEFUL = [*ARGS, "algorithm.name=scaffold", "train.clients_per_round=3", "engine.client_store=disk"]
+SLOW_CLIENTS = "system={profile: {kind: lognormal, sigma: 1}, deadline: 0.5, straggler_ratio: 0.3}"
+STRAGGLERS = [*ARGS, "train.clients_per_round=4", SLOW_CLIENTS]
+ASYNCHRONOUS = [*ARGS, "algorithm={name: fedbuff, buffer_size: 2, concurrency: 4}", "system={profile: {kind: real}}"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [ARGS, STATEFUL], ids=["fedavg", "scaffold-disk-store"])
+@pytest.mark.parametrize(
+    "args", [ARGS, STATEFUL, STRAGGLERS, ASYNCHRONOUS], ids=["fedavg", "scaffold-disk-store", "stragglers", "fedbuff"]
+)
 def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir, args):
     reference = reference_and_killed_victim(args, runs_dir, after_rounds=3)  # round 4 is in flight
     assert reference.wait(timeout=300) == 0, reference.stderr.read()

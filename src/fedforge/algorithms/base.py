@@ -43,6 +43,8 @@ class ClientContext:
     role: Any = None  # what the method's client side needs from the experiment (Algorithm.client_role)
     flip_labels: bool = False  # a simulated label-flipping client (attack.kind=label_flip) trains on C-1-y
     steps: int = 0  # local optimizer steps taken so far this round (every batch of every epoch)
+    max_epochs: int | None = None  # the job's cap on local epochs (a simulated straggler)
+    max_steps: int | None = None  # the job's cap on local steps (a slow client at the round deadline)
 
     @property
     def model(self) -> nn.Module:
@@ -91,6 +93,7 @@ class ClientContext:
 
         `after_backward` may edit `self.flat.grad` in place (proximal terms, corrections);
         `batch_loss(images, labels)` replaces the task's loss (e.g. a distillation term added).
+        The job's caps (`max_epochs`, `max_steps`) bound the work, whatever the method asks for.
         """
         model = self.model
         model.train()
@@ -98,7 +101,11 @@ class ClientContext:
         total = torch.zeros((), device=self.flat.vector.device)
         steps = 0
         task, transform = self.task, self.data.transform
+        if self.max_epochs is not None:
+            epochs = min(epochs, self.max_epochs)
         for images, labels in self.batches(epochs):
+            if self.max_steps is not None and self.steps + steps >= self.max_steps:
+                break  # the deadline: the work done so far is what the client sends
             self.flat.zero_grad()
             if batch_loss is None:
                 loss = task.train_loss(model, images, labels, transform, self.generator)

@@ -111,6 +111,8 @@ class SequentialExecutor(Executor):
             state=on_device(self.client_store.get(job.client_id), self.device),
             role=self.role,
             flip_labels=job.attack == "label_flip",
+            max_epochs=job.max_epochs,
+            max_steps=job.max_steps,
         )
         start = time.perf_counter()
         # Layers that draw from the global RNG (dropout) get a per-client stream too. Only the

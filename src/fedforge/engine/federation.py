@@ -19,6 +19,7 @@ from fedforge.engine.evaluation import EvalMetrics, RoundEvaluator
 from fedforge.engine.executors import Executor
 from fedforge.engine.interrupts import deferred_interrupt
 from fedforge.engine.selection import ClientSelector
+from fedforge.engine.system import ClientPlan, SystemModel
 from fedforge.engine.validation import Rejection, UpdateValidator
 from fedforge.engine.weights import payload_bytes
 
@@ -52,6 +53,7 @@ class RoundRecord:
     seconds: float = 0.0
     eval: EvalMetrics | None = None
     events: list[tuple[int | None, str, str]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # round-level scalars (the virtual clock's)
 
     @property
     def number(self) -> int:
@@ -86,6 +88,7 @@ class Federation:
         aggregator: Aggregator | None = None,
         server_opt: ServerOptimizer | None = None,
         attack: Attack | None = None,
+        system: SystemModel | None = None,
     ) -> None:
         self.algorithm, self.executor, self.selector = algorithm, executor, selector
         self.validator, self.evaluator, self.client_store = validator, evaluator, client_store
@@ -95,6 +98,8 @@ class Federation:
         self.aggregator = aggregator if aggregator is not None else Mean()
         self.server_opt = server_opt if server_opt is not None else NoServerOptimizer()
         self.attack = attack
+        self.system = system
+        self.clock = 0.0  # virtual seconds since round 1 (with a system section)
         self._trainable: torch.Tensor | None = None  # the MODEL entry's parameter positions (fixed for a run)
 
     def should_evaluate(self, round_index: int) -> bool:
@@ -102,14 +107,29 @@ class Federation:
         return every or round_index == self.rounds - 1 or round_index in self.eval_rounds
 
     def run(self, state: ServerState, start_round: int = 0) -> ServerState:
+        # The clock is a pure function of the seed: a resumed run recomputes where it stood.
+        self.clock = sum(self._cohort(r)[3] for r in range(start_round)) if self.system is not None else 0.0
         for r in range(start_round, self.rounds):
             state = self.run_round(state, r)
         return state
 
+    def _cohort(self, r: int) -> tuple[list[int], list[int], dict[int, ClientPlan], float]:
+        """(reporting, dropped out, each selected client's plan, the round's virtual seconds)."""
+        reporting, dropped = self.selector.drop(r, self.selector.sample(r))
+        if self.system is None:
+            return reporting, dropped, {}, 0.0
+        plans = {cid: self.system.plan(cid) for cid in reporting}
+        return reporting, dropped, plans, self.system.round_seconds(list(plans.values()))
+
     def run_round(self, state: ServerState, r: int) -> ServerState:
         start = time.perf_counter()
-        reporting, dropped = self.selector.drop(r, self.selector.sample(r))
+        reporting, dropped, plans, virtual_seconds = self._cohort(r)
+        late = [cid for cid in reporting if plans and plans[cid].dropped]
+        reporting = [cid for cid in reporting if cid not in late]
         jobs = [self.algorithm.client_job(state, cid, r) for cid in reporting]
+        for job in jobs:
+            if plans:
+                job.max_epochs, job.max_steps = plans[job.client_id].epochs, plans[job.client_id].max_steps
         attackers = self.attack.choose(r, reporting) if self.attack is not None else frozenset()
         outcome = self._collect(state, jobs, attackers, r)
         if jobs and not outcome.receipts:
@@ -122,7 +142,15 @@ class Federation:
             kind = self.attack.config.kind
             record.events += [(cid, "byzantine", f"simulated attack: {kind}") for cid in sorted(attackers)]
         record.events += [(cid, "dropout", "simulated dropout (train.dropout_rate)") for cid in dropped]
+        if self.system is not None:
+            self._clock(record, plans, late, virtual_seconds)
         record.events += [(f.client_id, "client_failed", f.reason) for f in outcome.failures]
+        self.close_round(state, record, start)
+        return state
+
+    def close_round(self, state: ServerState, record: RoundRecord, start: float) -> None:
+        """Evaluate (when due), then log and checkpoint the round as one step."""
+        r = record.round
         if self.should_evaluate(r):
             final = r == self.rounds - 1
             record.eval = self.evaluator.evaluate(self.algorithm, state, self.client_store, final, r)
@@ -132,7 +160,22 @@ class Federation:
                 sink.log_round(record)
             if self.checkpoint is not None:
                 self.checkpoint(r, state)
-        return state
+
+    def _clock(self, record: RoundRecord, plans: dict[int, ClientPlan], late: list[int], seconds: float) -> None:
+        """The virtual clock's view of the round: its length, the time so far, each client's busy time."""
+        assert self.system is not None
+        self.clock += seconds
+        record.metrics.update(virtual_seconds=seconds, virtual_time=self.clock)
+        for client in record.clients:
+            plan = plans[client.client_id]
+            client.metrics["virtual_seconds"] = plan.seconds
+            if plan.work_fraction < 1:
+                client.metrics["work_fraction"] = plan.work_fraction
+        deadline = self.system.cfg.deadline
+        record.events += [
+            (cid, "deadline", f"dropped: needs {plans[cid].planned_steps * self.system.step_seconds(cid):.1f} "
+             f"virtual s, the deadline is {deadline} s") for cid in late
+        ]  # fmt: skip
 
     def _collect(self, state: ServerState, jobs: list[ClientJob], attackers: frozenset[int], r: int) -> RoundOutcome:
         """Run the jobs; results arrive validated, summed or kept, the attackers' turned last."""

@@ -13,7 +13,7 @@ import numpy as np
 from fedforge.errors import RunDirError
 from fedforge.tracking.continual import continual_markdown
 from fedforge.tracking.plots import distribution_plot, line_plot, partition_heatmap
-from fedforge.tracking.query import load_client_rounds, load_events, load_rounds, load_runs
+from fedforge.tracking.query import load_client_rounds, load_events, load_metrics, load_rounds, load_runs
 
 
 @dataclass
@@ -28,6 +28,7 @@ class RunView:
     client_accuracy: list[float]
     histogram: np.ndarray | None
     byzantine: list[tuple[int, int]] = field(default_factory=list)  # (round, client) of simulated attackers
+    virtual_time: dict[int, float] = field(default_factory=dict)  # round -> virtual seconds so far (system:)
 
     label: str = ""  # what legends call this run: set by distinct_labels
 
@@ -41,6 +42,15 @@ class RunView:
                 mbytes.append(total / 1e6)
                 accuracy.append(row["global_accuracy"])
         return rounds, mbytes, accuracy
+
+    def time_curve(self) -> tuple[list[float], list[float]]:
+        """(virtual seconds so far, global accuracy) at evaluated rounds of a run with a system section."""
+        points = [
+            (self.virtual_time[row["round"]], row["global_accuracy"])
+            for row in self.rounds
+            if row["global_accuracy"] is not None and row["round"] in self.virtual_time
+        ]
+        return [t for t, _ in points], [a for _, a in points]
 
     def rounds_to(self, target: float) -> int | None:
         for row in self.rounds:
@@ -118,7 +128,12 @@ def load_view(run_dir: str | Path) -> RunView:
         client_accuracy=[r["test_accuracy"] for r in evaluated if r["round"] == last],
         histogram=histogram,
         byzantine=[(e["round"], e["client_id"]) for e in load_events(run_dir) if e["kind"] == "byzantine"],
+        virtual_time={m["round"]: m["value"] for m in load_metrics(run_dir) if _is_clock(m)},
     )
+
+
+def _is_clock(metric: dict[str, Any]) -> bool:
+    return metric["client_id"] is None and metric["name"] == "virtual_time"
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -241,6 +256,15 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
         "cumulative MB exchanged (down + up)",
         f"global test {metric}",
     )
+    timed = [(v.label, v.method, *v.time_curve()) for v in views if v.virtual_time]
+    if timed:
+        line_plot(
+            timed,
+            path("accuracy_vs_virtual_time.png"),
+            f"Global test {metric} vs virtual time (simulated client speeds)",
+            "virtual seconds",
+            f"global test {metric}",
+        )
     groups = [(v.label, v.method, v.client_accuracy) for v in views if v.client_accuracy]
     if groups:
         distribution_plot(

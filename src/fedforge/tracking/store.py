@@ -248,6 +248,7 @@ class RunStore:
                 [(self.run_id, record.number, name, _num(acc)) for name, acc in domains.items()],
             )
             metrics = [(None, name, value) for name, value in ((ev.extra if ev else None) or {}).items()]
+            metrics += [(None, name, value) for name, value in record.metrics.items()]
             metrics += [(c.client_id, name, value) for c in record.clients for name, value in c.metrics.items()]
             self.db.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
