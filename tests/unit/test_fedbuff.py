@@ -18,11 +18,12 @@ def test_the_buffer_is_the_staleness_weighted_mean_change():
     loop = object.__new__(AsyncFederation)
     loop.algorithm, loop.server_opt, loop._trainable = algo, NoServerOptimizer(), None
     state = ServerState(torch.zeros(3))
-    fresh = {"delta": torch.tensor([1.0, 0.0, 4.0]), "version": 2}
-    stale = {"delta": torch.tensor([0.0, 3.0, 2.0]), "version": 0}  # two server steps old
+    # Held: the parameters' change (positions 0, 1) and the uploaded statistics (position 2).
+    fresh = {"held": torch.tensor([1.0, 0.0, 4.0]), "version": 2}
+    stale = {"held": torch.tensor([0.0, 3.0, 2.0]), "version": 0}  # two server steps old
     new = loop._apply(state, [fresh, stale], {"version": 2})
     w = 1 / math.sqrt(1 + 2)
-    expected = torch.tensor([2.0 * (1.0 + 0) / 2, 2.0 * (0 + 3.0 * w) / 2, (4.0 + 2.0 * w) / 2])  # buffers: no lr
+    expected = torch.tensor([2.0 * (1.0 + 0) / 2, 2.0 * (0 + 3.0 * w) / 2, (4.0 + 2.0 * w) / (1 + w)])
     assert torch.allclose(new.weights, expected)
     assert new.extras[BOOK]["version"] == 3
     assert algo.staleness_weight(0) == 1.0 and FedBuff(FedBuff.Params(staleness_exponent=0)).staleness_weight(9) == 1

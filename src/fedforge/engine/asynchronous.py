@@ -97,7 +97,7 @@ class AsyncFederation(Federation):
                 book["in_flight"].append({
                     "client": cid, "order": order, "version": int(book["version"]),
                     "finish": float(book["clock"]) + plan.seconds, "busy": plan.seconds,
-                    "delta": outcome.kept[0].vector - state.weights, "samples": receipt.num_samples,
+                    "held": self._held(outcome.kept[0].vector, state.weights), "samples": receipt.num_samples,
                     "metrics": {k: float(v) for k, v in receipt.metrics.items()},
                     "bytes_down": payload_bytes(job.payload), "bytes_up": receipt.bytes_up,
                 })  # fmt: skip
@@ -108,21 +108,32 @@ class AsyncFederation(Federation):
     def seed(self) -> int:
         return self.selector.seed
 
+    def _held(self, upload: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """What waits in the buffer: the change of the parameters, the buffers (BN statistics) as
+        uploaded. Statistics are estimates, not steps: stale changes of a running variance, added
+        to a newer model, could turn it negative."""
+        num_params = self.algorithm.layout.num_params
+        held = upload.clone()
+        held[:num_params] -= weights[:num_params]
+        return held
+
     def _apply(self, state: ServerState, arrived: list[dict[str, Any]], book: dict[str, Any]) -> ServerState:
-        """x + server_lr (1/K) sum_i w(staleness_i) delta_i (buffers: without server_lr), then the server optimizer."""
+        """Parameters: x + server_lr (1/K) sum_i w(staleness_i) delta_i; buffers: the w-weighted mean of
+        the uploaded statistics; then the server optimizer."""
         algorithm, version = self.algorithm, int(book["version"])
-        total = torch.zeros_like(state.weights, dtype=torch.float64)
-        for item in arrived:
-            total.add_(item["delta"].to(total.device), alpha=algorithm.staleness_weight(version - item["version"]))
-        change = (total / len(arrived)).to(state.weights.dtype)
         num_params = algorithm.layout.num_params
-        change[:num_params] *= algorithm.params.server_lr
-        reduced = state.weights + change
+        total = torch.zeros_like(state.weights, dtype=torch.float64)
+        weights = [algorithm.staleness_weight(version - item["version"]) for item in arrived]
+        for item, weight in zip(arrived, weights, strict=True):
+            total.add_(item["held"].to(total.device), alpha=weight)
+        reduced = (total / sum(weights)).to(state.weights.dtype)  # buffers: the weighted mean
+        change = total[:num_params] * (algorithm.params.server_lr / len(arrived))
+        reduced[:num_params] = state.weights[:num_params] + change.to(state.weights.dtype)
         if self._trainable is None:
             self._trainable = algorithm.trainable_upload(state)
-        weights, opt_state = self.server_opt.step(state.weights, reduced, state.server_opt, self._trainable)
+        new, opt_state = self.server_opt.step(state.weights, reduced, state.server_opt, self._trainable)
         book["version"] = version + 1
-        return ServerState(weights, {**state.extras, BOOK: book}, opt_state)
+        return ServerState(new, {**state.extras, BOOK: book}, opt_state)
 
     @staticmethod
     def _client_record(item: dict[str, Any], version: int) -> ClientRecord:
