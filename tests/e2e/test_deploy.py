@@ -441,3 +441,32 @@ def test_federated_detection_with_fedexchange_over_grpc_matches_the_simulation(r
     assert abs(served.summary["final_metric"] - simulated.summary["final_metric"]) <= 0.01
     for client in clients:
         client.join(timeout=60)
+
+
+def test_scaffold_over_grpc_keeps_control_variates_on_the_clients_and_matches_the_simulation(runs_dir):
+    """The server's control travels in the job, each client's c_i stays in its own process, and
+    dc_i comes back as a named entry reduced by its sum: rounds 2 and 3 train as in the simulation
+    only if all three are right."""
+    method = {"algorithm": {"name": "scaffold"}, "eval": {"personalized": False}}
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir / "served", port, clients=3, rounds=3, **method)
+    wait_until_listening(port)
+    clients = [honest_client(port, cid) for cid in range(3)]
+    server.join(timeout=900)
+    assert "error" not in holder, holder.get("error")
+    served = holder["result"]
+    simulated = fedforge.run(
+        quiet=True,
+        data={"num_clients": 3},
+        train={"rounds": 3, "local_epochs": 1},
+        tracking={"runs_dir": str(runs_dir / "simulated")},
+        backend={"device": "cpu"},
+        **method,
+    )
+    got, want = client_losses(served.run_dir), client_losses(simulated.run_dir)
+    assert got.keys() == want.keys() and len(got) == 9
+    for key in got:
+        assert abs(got[key] - want[key]) < 1e-3, key
+    assert abs(served.final_accuracy - simulated.final_accuracy) < 0.02
+    for client in clients:
+        client.join(timeout=60)
