@@ -151,7 +151,7 @@ def _print_result(result) -> None:
     what = result.config.task.resolve().headline.describe()
     out.print(
         f"final {what}: {_num(s['final_metric'])} (best {_num(s['best_metric'])}) after {s['rounds']} rounds, "
-        f"{s['wall_seconds']:.1f} s"
+        f"{s['wall_seconds']:.1f} s" + (f" ({s['virtual_time']:.1f} virtual s)" if "virtual_time" in s else "")
     )
     if s.get("final_metrics"):
         out.print("further metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["final_metrics"].items()))

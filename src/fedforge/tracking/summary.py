@@ -35,6 +35,7 @@ class SummarySink:
         self.bytes_up = 0
         self.train_seconds = 0.0
         self.rejected = 0
+        self.virtual_time: float | None = None  # the virtual clock at the last round (a system section)
 
     def log_round(self, record: RoundRecord) -> None:
         self.rounds = record.round + 1
@@ -42,6 +43,7 @@ class SummarySink:
         self.bytes_up += record.bytes_up
         self.train_seconds += record.train_seconds
         self.rejected += len(record.rejected)
+        self.virtual_time = record.metrics.get("virtual_time", self.virtual_time)
         if record.eval is not None and not math.isnan(headline := self.task.headline_value(record.eval)):
             self.final_metric = headline
             if self.task.headline.better(headline, self.best_metric):
@@ -90,6 +92,7 @@ class SummarySink:
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
             "rejected_updates": self.rejected,
+            **({"virtual_time": self.virtual_time} if self.virtual_time is not None else {}),
             **(
                 {"continual": continual_summary(self.task_rows, self.task_seen, self.task_old)}
                 if self.rounds_per_task is not None
