@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 from typing import Any
 
-import fedforge
-from fedforge.tracking.query import load_rounds
-from grid import ONE_THREAD, cell, run_all
+from grid import ONE_THREAD, cell, run_all, tracked_run
 
 TARGET = 0.80
 BASE: dict[str, Any] = {
     **ONE_THREAD,
-    "tracking.database": True,  # per-round accuracy, for the rounds to TARGET
     "data.num_clients": 20,
     "data.partition": {"kind": "dirichlet", "alpha": 0.1, "min_samples": 10},
     "data.image_size": 14,
@@ -51,17 +47,10 @@ METHODS: dict[str, dict[str, Any]] = {
 
 def one_run(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
     method, seed, overrides = job
-    with tempfile.TemporaryDirectory() as runs:
-        result = fedforge.run(
-            "configs/fmnist_fedavg.yaml",
-            quiet=True,
-            seed=seed,
-            algorithm=METHODS[method],
-            **{**BASE, "tracking.runs_dir": runs, **overrides},
-        )
-        curve = [r["global_accuracy"] for r in load_rounds(runs)]
+    settings = {**BASE, "algorithm": METHODS[method], **overrides}
+    summary, rounds, _ = tracked_run("configs/fmnist_fedavg.yaml", seed, settings)
+    curve = [r["global_accuracy"] for r in rounds]
     reached = next((i + 1 for i, acc in enumerate(curve) if acc is not None and acc >= TARGET), None)
-    summary = result.summary
     row = {
         "method": method,
         "final": summary["final_accuracy"],

@@ -28,6 +28,19 @@ def parse_args(argv: list[str], doc: str | None) -> tuple[list[int], int, dict[s
     return args.seeds, args.jobs, dict(item.split("=", 1) for item in args.overrides)
 
 
+def tracked_run(config: str, seed: int, settings: dict[str, Any]) -> tuple[dict[str, Any], list, list]:
+    """One run in a scratch runs dir: its summary, its per-round rows and its metric rows."""
+    import tempfile
+
+    import fedforge
+    from fedforge.tracking.query import load_metrics, load_rounds
+
+    with tempfile.TemporaryDirectory() as runs:
+        settings = {**settings, "tracking.runs_dir": runs, "tracking.database": True}
+        result = fedforge.run(config, quiet=True, seed=seed, **settings)
+        return result.summary, load_rounds(runs), load_metrics(runs)
+
+
 def run_all(function: Callable[[Any], T], jobs: Iterable[Any], processes: int) -> list[T]:
     """`function` over `jobs` in `processes` worker processes, results in job order."""
     with ProcessPoolExecutor(processes) as pool:

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 from typing import Any
 
-import fedforge
-from fedforge.tracking.query import load_metrics, load_rounds
-from grid import ONE_THREAD, cell, parse_args, run_all
+from grid import ONE_THREAD, cell, parse_args, run_all, tracked_run
 
 TARGET = 0.80
 SYSTEM = {"profile": {"kind": "lognormal", "sigma": 1.0}, "step_seconds": 0.05}
 BASE: dict[str, Any] = {
     **ONE_THREAD,
-    "tracking.database": True,
     "data.num_clients": 20,
     "data.image_size": 14,
     "model.width": 16,
@@ -59,18 +55,12 @@ def _is_clock(metric: dict[str, Any]) -> bool:
 
 def one_run(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
     method, seed, overrides = job
-    with tempfile.TemporaryDirectory() as runs:
-        result = fedforge.run(
-            "configs/fmnist_fedavg.yaml",
-            quiet=True,
-            seed=seed,
-            **{**BASE, **METHODS[method], "tracking.runs_dir": runs, **overrides},
-        )
-        accuracy = {r["round"]: r["global_accuracy"] for r in load_rounds(runs)}
-        clock = {m["round"]: m["value"] for m in load_metrics(runs) if _is_clock(m)}
-        updates = sum(r["num_clients"] - r["num_rejected"] for r in load_rounds(runs))
+    summary, rounds, metrics = tracked_run("configs/fmnist_fedavg.yaml", seed, {**BASE, **METHODS[method], **overrides})
+    accuracy = {r["round"]: r["global_accuracy"] for r in rounds}
+    clock = {m["round"]: m["value"] for m in metrics if _is_clock(m)}
+    updates = sum(r["num_clients"] - r["num_rejected"] for r in rounds)
     reached = next((clock[r] for r in sorted(accuracy) if accuracy[r] is not None and accuracy[r] >= TARGET), None)
-    row = {"method": method, "reached": reached, "final": result.final_accuracy, "end": clock[max(clock)],
+    row = {"method": method, "reached": reached, "final": summary["final_accuracy"], "end": clock[max(clock)],
            "updates": updates}  # fmt: skip
     print(f"{method} seed {seed}: {row}", file=sys.stderr, flush=True)
     return row

@@ -7,10 +7,16 @@ summing to `step_norm(K, rho)`, not K: an estimate of the mean gradient from a m
 
 from __future__ import annotations
 
-import torch
+from typing import ClassVar
 
+import torch
+from pydantic import BaseModel
+
+from fedforge.algorithms.base import ServerState
+from fedforge.algorithms.fedavg import FedAvg
 from fedforge.config import TrainConfig
 from fedforge.data.federated import FederatedDataset
+from fedforge.engine.weights import FlatModel
 from fedforge.errors import ConfigError
 
 
@@ -42,3 +48,23 @@ def require_sgd(method: str, train: TrainConfig) -> None:
             f"{method} assumes local SGD steps (its correction is derived for them); "
             f"set train.optimizer: sgd (got {train.optimizer})"
         )
+
+
+class LocalSGDMethod(FedAvg):
+    """FedAvg whose algebra assumes local SGD steps (SCAFFOLD, FedNova, FedDyn): other local
+    optimizers are refused up front; `server_state`, if set, names a parameter-sized server
+    vector that starts at zero (SCAFFOLD's c, FedDyn's h)."""
+
+    server_state: ClassVar[str | None] = None
+
+    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None, seed: int = 0) -> None:
+        super().__init__(params, train, seed)
+        require_sgd(self.name, self.train)
+
+    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
+        state = super().init_server(flat, data)
+        self.samples = total_samples(data)
+        if self.server_state is None:
+            return state
+        zeros = torch.zeros(flat.layout.num_params, device=state.weights.device)
+        return ServerState(state.weights, {self.server_state: zeros})

@@ -12,14 +12,10 @@ h and the correction act on parameters only; buffers (BN statistics) take the me
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from fedforge.algorithms.base import MODEL, ClientContext, ClientJob, ServerState, UploadSpec, register
-from fedforge.algorithms.drift import require_sgd, total_samples
-from fedforge.algorithms.fedavg import FedAvg
-from fedforge.config import TrainConfig
-from fedforge.data.federated import FederatedDataset
-from fedforge.engine.weights import FlatModel
+from fedforge.algorithms.drift import LocalSGDMethod
 from fedforge.plugins import StrictModel
 
 STATE = "h"  # the server's mean gradient state
@@ -28,22 +24,15 @@ SAMPLES = "samples"  # 1 in each upload, weighted by n_k: summed, the cohort's n
 
 
 @register("feddyn")
-class FedDyn(FedAvg):
+class FedDyn(LocalSGDMethod):
     """FedAvg with FedDyn's linear and quadratic local penalty and the server's h state."""
+
+    server_state = STATE
 
     class Params(StrictModel):
         alpha: float = Field(0.1, gt=0, description="regularization strength alpha (default 0.1, the paper's)")
 
-    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None, seed: int = 0) -> None:
-        super().__init__(params, train, seed)
-        require_sgd("feddyn", self.train)
-
     # -- server ----------------------------------------------------------------------------
-    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
-        state = super().init_server(flat, data)
-        self.samples = total_samples(data)
-        return ServerState(state.weights, {STATE: torch.zeros(flat.layout.num_params, device=state.weights.device)})
-
     def upload_specs(self, state: ServerState) -> dict[str, UploadSpec]:
         return {**super().upload_specs(state), SAMPLES: UploadSpec((1,), max_norm=1.0, reduction="sum")}
 

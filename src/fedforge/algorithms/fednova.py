@@ -15,23 +15,16 @@ tau_eff.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel
 
 from fedforge.algorithms.base import MODEL, ClientContext, ClientJob, ServerState, UploadSpec, register
-from fedforge.algorithms.drift import require_sgd, step_norm, step_toward
-from fedforge.algorithms.fedavg import FedAvg
-from fedforge.config import TrainConfig
+from fedforge.algorithms.drift import LocalSGDMethod, step_norm, step_toward
 
 TAU = "tau"  # a client's a_i; its sample-weighted mean is tau_eff
 
 
 @register("fednova")
-class FedNova(FedAvg):
+class FedNova(LocalSGDMethod):
     """FedAvg with each client's change normalized by its step count (momentum-aware a_i)."""
-
-    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None, seed: int = 0) -> None:
-        super().__init__(params, train, seed)
-        require_sgd("fednova", self.train)
 
     def upload_specs(self, state: ServerState) -> dict[str, UploadSpec]:
         return {**super().upload_specs(state), TAU: UploadSpec((1,))}

@@ -15,36 +15,25 @@ the fixed point is the sample-weighted optimum FedAvg aims at (with equal shards
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from fedforge.algorithms.base import MODEL, ClientContext, ClientJob, ServerState, UploadSpec, register
-from fedforge.algorithms.drift import require_sgd, step_norm, step_toward, total_samples
-from fedforge.algorithms.fedavg import FedAvg
-from fedforge.config import TrainConfig
-from fedforge.data.federated import FederatedDataset
-from fedforge.engine.weights import FlatModel
+from fedforge.algorithms.drift import LocalSGDMethod, step_norm, step_toward
 from fedforge.plugins import StrictModel
 
 CONTROL = "control"  # the server's c in a job; a client's change dc_i in its upload
 
 
 @register("scaffold")
-class Scaffold(FedAvg):
+class Scaffold(LocalSGDMethod):
     """FedAvg with control variates that cancel client drift (option II)."""
+
+    server_state = CONTROL
 
     class Params(StrictModel):
         server_lr: float = Field(1.0, gt=0, description="global step size eta_g on the mean model change (default 1)")
 
-    def __init__(self, params: BaseModel | None = None, train: TrainConfig | None = None, seed: int = 0) -> None:
-        super().__init__(params, train, seed)
-        require_sgd("scaffold", self.train)
-
     # -- server ----------------------------------------------------------------------------
-    def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
-        state = super().init_server(flat, data)
-        self.samples = total_samples(data)
-        return ServerState(state.weights, {CONTROL: torch.zeros(flat.layout.num_params, device=state.weights.device)})
-
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
         job = super().client_job(state, client_id, round_index)
         job.payload[CONTROL] = state.extras[CONTROL]
