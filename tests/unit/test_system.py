@@ -92,3 +92,16 @@ def test_configs_that_cannot_hold_refuse_to_start(tmp_path):
     with pytest.raises(ConfigError, match="aggregation.name"):
         fedforge.run(quiet=True, algorithm={"name": "fedbuff"}, aggregation={"name": "median"}, **runs)
     assert not any(tmp_path.iterdir())  # refused before a run directory or a store row was made
+
+
+def test_the_report_plots_accuracy_against_virtual_time_only_for_clocked_runs(tmp_path):
+    from fedforge.tracking.report import write_report
+
+    common = {"train.rounds": 2, "data.num_clients": 4, "tracking.runs_dir": str(tmp_path)}
+    clocked = fedforge.run(quiet=True, system={"profile": {"kind": "real"}}, **common, **{"tracking.name": "c"})
+    plain = fedforge.run(quiet=True, **common, **{"tracking.name": "p"})
+    assert clocked.summary["virtual_time"] > 0 and "virtual_time" not in plain.summary
+    report = write_report([clocked.run_dir, plain.run_dir], tmp_path / "report")
+    assert (tmp_path / "report" / "accuracy_vs_virtual_time.png") in report.files
+    only_plain = write_report([plain.run_dir], tmp_path / "report2")
+    assert not any(p.name == "accuracy_vs_virtual_time.png" for p in only_plain.files)
