@@ -65,7 +65,7 @@ def test_progress_bar_shows_round_and_accuracy(runs_dir):
         (["train.clients_per_round=11"], ["train.clients_per_round", "data.num_clients=10"]),
         (["data.name=imagenet"], ["unknown dataset 'imagenet'", "known datasets:", "digits"]),
         (["model.name=vgg"], ["unknown model 'vgg'", "known models:", "resnet18"]),
-        (["algorithm.name=scaffold"], ["unknown algorithm 'scaffold'", "known algorithms:", "fedavg"]),
+        (["algorithm.name=fedmagic"], ["unknown algorithm 'fedmagic'", "known algorithms:", "scaffold"]),
         (["data.name=mnist", "data.root=/nonexistent/data"], ["/nonexistent/data", "data.download=true"]),
         (["missing.yaml"], ["missing.yaml", "does not exist"]),
         (["oops"], ["oops", "does not exist"]),
