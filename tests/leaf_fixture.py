@@ -1,6 +1,6 @@
 """Writes a small FEMNIST-layout LEAF dataset: real digits (scikit-learn's) drawn by writers with styles.
 
-Each writer has its own stroke offset and thickness and favours a few digits, so the split is
+Each writer has its own offset and stroke intensity and favours a few digits, so the split is
 non-IID by writer as FEMNIST's is. Files follow LEAF: train/*.json and test/*.json holding users,
 num_samples and user_data (x: 784 floats in [0, 1], y: labels)."""
 
