@@ -26,12 +26,15 @@ from fedforge.engine.client_store import ClientStore, build_client_store
 from fedforge.engine.evaluation import EvalMetrics, build_evaluator
 from fedforge.engine.executors import Executor
 from fedforge.engine.federation import Federation
+from fedforge.engine.private import check_private
 from fedforge.engine.selection import ClientSelector
 from fedforge.engine.system import SystemModel
 from fedforge.engine.validation import UpdateValidator
 from fedforge.engine.weights import FlatModel, save_state_dict
 from fedforge.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
 from fedforge.models import MODELS, build_network, check_factory
+from fedforge.privacy import build_privacy
+from fedforge.privacy.secagg.rounds import SecureAggregation
 from fedforge.resources import apply_threads
 from fedforge.seeding import INIT, derive_seed
 from fedforge.tasks import Task
@@ -211,6 +214,13 @@ class Session:
         self.server = FlatModel(experiment.build_model())
         self.algorithm = self.cfg.algorithm.resolve()(self.cfg.algorithm.params, self.cfg.train, seed=self.cfg.seed)
         self.state = self.algorithm.init_server(self.server, experiment.data)
+        cfg = self.cfg
+        self.privacy = build_privacy(
+            cfg.privacy, cfg.data.num_clients, cfg.train.clients_per_round or cfg.data.num_clients, cfg.train.rounds,
+            cfg.seed,
+        )  # fmt: skip
+        check_private(cfg, self.algorithm, self.state, self.server.model)
+        self.rounds = self.privacy.rounds if self.privacy is not None else cfg.train.rounds  # a budget may end it early
         self.clients = build_client_store(
             self.cfg.engine.client_store, run_dir / "client_states", experiment.data.num_clients
         )
@@ -242,7 +252,7 @@ class Session:
         return ckpt.round + 1, f"resumed after round {ckpt.round + 1} from {ckpt.path.name}", skipped
 
     def save_checkpoint(self, round_index: int, state: ServerState) -> None:
-        if self.checkpointer.due(round_index, self.cfg.train.rounds - 1):
+        if self.checkpointer.due(round_index, self.rounds - 1):
             extras = {"totals": self.totals.state(), "elapsed": self.elapsed()}
             self.checkpointer.save(round_index, state, self.clients, extras)
 
@@ -284,14 +294,14 @@ class Session:
             sinks.append(MlflowSink(cfg.tracking.mlflow, Path(cfg.tracking.runs_dir), run_dir, cfg.to_dict()))
         if not quiet:
             title = f"{cfg.algorithm.name} on {cfg.data.name}"
-            sinks.append(ProgressSink(cfg.train.rounds, title, start_round, task=self.exp.task))
+            sinks.append(ProgressSink(self.rounds, title, start_round, task=self.exp.task))
         return sinks
 
     def execute(self, quiet: bool, resume: bool = False) -> RunResult:
         cfg = self.cfg
         start_round, reason, skipped = self.restore() if resume else (0, None, [])
         finished = self.run_dir / "summary.json"
-        if resume and start_round >= cfg.train.rounds and finished.is_file():
+        if resume and start_round >= self.rounds and finished.is_file():
             if cfg.tracking.database:
                 connect(Path(cfg.tracking.runs_dir) / "runs.db").close()  # still say if the store is damaged
             self.server.load(self.state.weights)  # already complete: report it, change nothing
@@ -335,7 +345,7 @@ class Session:
                 exp.task, exp.data, self.server, cfg.eval.batch_size, cfg.eval.personalized, cfg.seed
             ),
             client_store=self.clients,
-            rounds=cfg.train.rounds,
+            rounds=self.rounds,
             eval_every=cfg.eval.every,
             sinks=sinks,
             checkpoint=self.save_checkpoint if cfg.checkpoint.every > 0 else None,
@@ -344,6 +354,8 @@ class Session:
             server_opt=cfg.server_opt.resolve()(cfg.server_opt.params),
             attack=Attack(cfg.attack, cfg.seed) if cfg.attack is not None else None,
             system=self.system_model(),
+            privacy=self.privacy,
+            secure=SecureAggregation(cfg.secure_aggregation, cfg.seed) if cfg.secure_aggregation is not None else None,
         )
         self.federating = True
         try:
@@ -351,7 +363,7 @@ class Session:
         except KeyboardInterrupt:
             self._close(sinks, None, status="interrupted")
             last = self.checkpointer.last_round() if cfg.checkpoint.every > 0 else None
-            raise RunInterrupted(str(self.run_dir), self.totals.rounds, cfg.train.rounds, last) from None
+            raise RunInterrupted(str(self.run_dir), self.totals.rounds, self.rounds, last) from None
         except BaseException:
             self._close(sinks, None)
             raise
@@ -365,6 +377,7 @@ class Session:
             model=cfg.model.name,
             run_dir=str(self.run_dir),
             **self.algorithm.summary(self.state),
+            **(self.privacy.summary(self.state, self.totals.rounds) if self.privacy is not None else {}),
         )
         write_json(self.run_dir / "summary.json", summary)
         self._close(sinks, summary)

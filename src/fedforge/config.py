@@ -334,6 +334,80 @@ class SystemConfig(StrictModel):
     straggler_epochs: int = Field(1, ge=1, description="local epochs of a straggler (default 1)")
 
 
+class AdaptiveClipConfig(StrictModel):
+    """Adaptive clipping (Andrew et al. 2021): the bound follows a quantile of the clients' update norms."""
+
+    target_quantile: float = Field(
+        0.5, gt=0, lt=1, description="share of clients whose update the bound should leave unclipped (default 0.5)"
+    )
+    lr: float = Field(0.2, gt=0, description="geometric step of the bound per round, eta_C (default 0.2)")
+    count_stddev: float | None = Field(
+        None,
+        ge=0,
+        description="std of the noise on the count of unclipped clients (default: clients_per_round / 20, the "
+        "paper's choice; 0 without update noise)",
+    )
+
+
+class PrivacyConfig(StrictModel):
+    """Differential privacy (docs/privacy.md): central DP-FedAvg or local DP-SGD, with an RDP accountant."""
+
+    mechanism: Literal["central", "local"] = Field(
+        "central",
+        description="central: each client's update is clipped to `clip`, the server adds N(0, (z clip)^2) to the "
+        "sum and divides by the expected cohort (McMahan et al. 2018); local: every client runs DP-SGD, clipping "
+        "per-sample gradients to `clip` and adding the noise itself (default central)",
+    )
+    clip: float = Field(1.0, gt=0, description="L2 bound C of an update (central) or a sample's gradient (local) (1)")
+    noise_multiplier: float = Field(
+        1.0, ge=0, description="z: the noise std is z times the clip; 0 clips without noise (no privacy) (default 1)"
+    )
+    adaptive_clip: AdaptiveClipConfig | None = Field(
+        None, description="central only: let the clip follow a quantile of update norms, e.g. {} (default off)"
+    )
+    delta: float = Field(1e-5, gt=0, lt=1, description="the delta epsilon is reported for (default 1e-5)")
+    target_epsilon: float | None = Field(
+        None, gt=0, description="a privacy budget: spent, the run stops (or z is set to fit it) (default none)"
+    )
+    on_budget: Literal["stop", "calibrate"] = Field(
+        "stop",
+        description="with target_epsilon: stop after the last round within budget, or calibrate z so the planned "
+        "rounds end at it (central only) (default stop)",
+    )
+
+
+class SecureAggregationConfig(StrictModel):
+    """SecAgg / SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020): the server sees only masked vectors."""
+
+    neighbours: int | None = Field(
+        None,
+        ge=2,
+        description="SecAgg+: each client masks with this many neighbours on a random graph (cost O(log n) for "
+        "k ~ log n); none: with every other client of the cohort, as in SecAgg (default none)",
+    )
+    threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of a client's neighbours whose Shamir shares rebuild its secrets; fewer survivors "
+        "abort the round (default 0.5)",
+    )
+    bits: int = Field(32, ge=16, le=62, description="the ring Z_(2^bits) masked vectors live in (default 32)")
+    clip_range: float = Field(
+        1.0,
+        gt=0,
+        description="largest |coordinate| of an update before quantization; larger ones are clipped and counted "
+        "(with central DP the clip bounds it instead) (default 1)",
+    )
+    dropout_rate: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="simulation: share of the cohort (seeded) that drops after sharing keys, before its masked "
+        "input arrives; their masks are recovered from the survivors' shares (default 0)",
+    )
+
+
 class EngineConfig(StrictModel):
     client_store: Literal["memory", "disk"] = Field(
         "memory",
@@ -391,6 +465,13 @@ class Config(StrictModel):
     )
     continual: ContinualConfig | None = Field(
         None, description="class-continual task stream, e.g. {tasks: 5, rounds_per_task: 10} (default off)"
+    )
+    privacy: PrivacyConfig | None = Field(
+        None,
+        description="differential privacy, e.g. {mechanism: central, clip: 1, noise_multiplier: 1} (default off)",
+    )
+    secure_aggregation: SecureAggregationConfig | None = Field(
+        None, description="secure aggregation of the model entry, e.g. {} or {neighbours: 8} (default off)"
     )
 
     @model_validator(mode="before")
@@ -450,6 +531,8 @@ class Config(StrictModel):
             )
         if getattr(algo, "asynchronous", False):
             self._asynchronous()
+        if self.privacy is not None or self.secure_aggregation is not None:
+            self._private()
         if self.system is not None and self.backend.kind == "remote":
             raise PydanticCustomError(
                 "inconsistent",
@@ -475,6 +558,40 @@ class Config(StrictModel):
              f"{name} models slow clients with the system section, not dropouts; set it to 0"),
             (self.continual is not None, "continual", f"{name} does not run task streams"),
             (self.backend.kind == "remote", "backend.kind", f"{name} runs on the virtual clock, in simulation only"),
+        ]  # fmt: skip
+        for bad, where, message in problems:
+            if bad:
+                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
+
+    def _private(self) -> None:
+        """What DP and secure aggregation cannot compose with, said before anything runs."""
+        privacy, secure = self.privacy, self.secure_aggregation
+        which = "privacy" if privacy is not None else "secure_aggregation"
+        local = privacy is not None and privacy.mechanism == "local"
+        central_only = (privacy is not None and not local) or secure is not None
+        problems = [
+            (central_only and self.aggregation.name != "mean", "aggregation.name",
+             f"{which} bounds each client's share of a sum, so the model entry must be reduced by the mean, not "
+             f"{self.aggregation.name}; use aggregation.name=mean"),
+            (getattr(self.algorithm.resolve(), "asynchronous", False), "algorithm.name",
+             f"{which} accounts and masks per round; the asynchronous {self.algorithm.name} has none"),
+            (local and self.task.name != "classification", "privacy.mechanism",
+             f"local DP-SGD clips per-sample gradients of the classification loss; the {self.task.name} task "
+             "has no per-sample loss here: use mechanism central"),
+            (local and privacy.adaptive_clip is not None, "privacy.adaptive_clip",
+             "adaptive clipping tunes the central clip from noised counts; drop it with mechanism local"),
+            (local and privacy.on_budget == "calibrate", "privacy.on_budget",
+             "calibrate sets the server's noise for the planned rounds; with local DP each client stops when its "
+             "own budget is spent: use on_budget stop"),
+            (privacy is not None and privacy.target_epsilon is not None and privacy.noise_multiplier == 0
+             and privacy.on_budget == "stop", "privacy.noise_multiplier",
+             "without noise (z=0) epsilon is infinite, so no round fits target_epsilon; set z > 0 or "
+             "on_budget calibrate"),
+            (secure is not None and secure.neighbours is not None
+             and secure.neighbours >= (self.train.clients_per_round or self.data.num_clients) - 1,
+             "secure_aggregation.neighbours",
+             f"{secure.neighbours if secure else 0} neighbours in a cohort of {self.train.clients_per_round}: "
+             "that is every other client; drop neighbours (plain SecAgg)"),
         ]  # fmt: skip
         for bad, where, message in problems:
             if bad:

@@ -79,7 +79,12 @@ class UploadSpec:
 
     `reduction` says what the round hands `Algorithm.apply` for the entry: `mean`, the weighted mean
     sum_i w_i v_i / sum_i w_i; or `sum`, sum_i w_i v_i itself (SCAFFOLD's control variates move by
-    the cohort's share of all clients, which a mean cannot say). Both stream in float64."""
+    the cohort's share of all clients, which a mean cannot say). Both stream in float64.
+
+    `weight` fixes the entry's weight (a result claiming another is rejected): under DP every client
+    weighs 1, so no sample count can buy a larger share. `max_distance` bounds ||entry - reference||
+    (a DP client's clipped update). A `hidden` entry is masked before the server sees it (secure
+    aggregation): its values cannot be checked, only its shape."""
 
     shape: tuple[int, ...]
     reference: torch.Tensor | None = None
@@ -87,6 +92,9 @@ class UploadSpec:
     max_norm: float | None = None
     reference_norm: float | None = None  # ||reference||, computed once per round for the ratio bound
     reduction: Literal["mean", "sum"] = "mean"
+    weight: float | None = None
+    max_distance: float | None = None
+    hidden: bool = False  # secure aggregation: the server never reads the values, so only the shape is checked
 
     @classmethod
     def of(cls, reference: torch.Tensor) -> UploadSpec:

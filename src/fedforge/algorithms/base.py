@@ -22,6 +22,8 @@ from fedforge.data.federated import FederatedDataset
 from fedforge.engine.optim import FlatSGD
 from fedforge.engine.weights import FlatModel, Layout
 from fedforge.plugins import StrictModel
+from fedforge.privacy.central import CLIP, clip_result
+from fedforge.privacy.local import STEPS, SampleDP, planned_steps, steps_taken
 from fedforge.records import MODEL, ClientJob, ClientResult, ServerState, UploadSpec
 from fedforge.registry import Registry
 from fedforge.tasks import Task
@@ -45,6 +47,7 @@ class ClientContext:
     steps: int = 0  # local optimizer steps taken so far this round (every batch of every epoch)
     max_epochs: int | None = None  # the job's cap on local epochs (a simulated straggler)
     max_steps: int | None = None  # the job's cap on local steps (a slow client at the round deadline)
+    sample_dp: SampleDP | None = None  # local DP-SGD: every step clips and noises per-sample gradients
 
     @property
     def model(self) -> nn.Module:
@@ -103,15 +106,22 @@ class ClientContext:
         task, transform = self.task, self.data.transform
         if self.max_epochs is not None:
             epochs = min(epochs, self.max_epochs)
+        if self.sample_dp is not None and batch_loss is not None:
+            raise ValueError("local DP-SGD clips per-sample gradients of the task's loss; this method replaces "
+                             "the loss, so use privacy.mechanism=central with it")  # fmt: skip
         for images, labels in self.batches(epochs):
             if self.max_steps is not None and self.steps + steps >= self.max_steps:
                 break  # the deadline: the work done so far is what the client sends
             self.flat.zero_grad()
-            if batch_loss is None:
+            if self.sample_dp is not None:
+                inputs = transform(images, self.generator)
+                loss = self.sample_dp.backward(model, inputs, labels, self.generator)
+            elif batch_loss is None:
                 loss = task.train_loss(model, images, labels, transform, self.generator)
+                loss.backward()
             else:
                 loss = batch_loss(images, labels)
-            loss.backward()
+                loss.backward()
             if after_backward is not None:
                 after_backward()
             optimizer.step()
@@ -214,6 +224,28 @@ class Algorithm:
     # -- client side ----------------------------------------------------------------------
     def local_update(self, ctx: ClientContext, job: ClientJob) -> ClientResult:
         raise NotImplementedError
+
+    def client_update(self, ctx: ClientContext, job: ClientJob) -> ClientResult:
+        """What every executor runs for a job: `local_update` under the privacy the job asks for.
+
+        A job carrying `dp/sample` trains with DP-SGD and the client accounts its own epsilon; one
+        carrying `dp/clip` has its upload clipped (central DP). Methods never see either."""
+        sample_dp = SampleDP.from_job(job)
+        if sample_dp is not None:
+            batch = self.train.batch_size
+            planned = planned_steps(ctx.num_samples, batch, self.train.local_epochs, job.max_epochs, job.max_steps)
+            sample_dp.check_budget(ctx.state, ctx.num_samples, batch, planned)
+            ctx.sample_dp = sample_dp
+        result = self.local_update(ctx, job)
+        if sample_dp is not None:
+            steps = steps_taken(ctx.state) + ctx.steps
+            ctx.state[STEPS] = torch.tensor([float(steps)])
+            epsilon = sample_dp.epsilon(ctx.num_samples, self.train.batch_size, steps)
+            if epsilon < float("inf"):
+                result.metrics["epsilon"] = epsilon
+        if CLIP in job.payload:
+            result = clip_result(result, job)
+        return result
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")

@@ -160,12 +160,22 @@ class RoundOutcome:
         for result in corrupt(held) if held else []:
             self.admit(result)
 
+    def weight_of(self, name: str) -> float:
+        """The total weight the round's admitted uploads give entry `name` (their count, where each weighs 1)."""
+        if name in self.sums:
+            return self.sums[name].weight
+        return sum(k.weight for k in self.kept) if name == MODEL else 0.0
+
+    def reduce_sums(self) -> dict[str, torch.Tensor]:
+        """The streamed entries reduced by the weighted mean or sum their spec names (not the kept uploads)."""
+        return {
+            name: total.reduced(self.specs[name].reduction) for name, total in self.sums.items() if total.weight > 0
+        }
+
     def reduce(self, aggregator: Aggregator) -> dict[str, torch.Tensor]:
         """Every entry that some upload carried, reduced: MODEL by `aggregator`, the rest by the weighted
         mean or sum their spec names."""
-        reduced = {
-            name: total.reduced(self.specs[name].reduction) for name, total in self.sums.items() if total.weight > 0
-        }
+        reduced = self.reduce_sums()
         if self.kept:
             stacked = torch.stack([k.vector.to(self.reference.device) for k in self.kept])
             weights = torch.tensor([k.weight for k in self.kept], dtype=torch.float64, device=stacked.device)

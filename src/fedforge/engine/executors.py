@@ -124,7 +124,7 @@ class SequentialExecutor(Executor):
                 torch.default_generator.manual_seed(client_seed)
                 if cuda:
                     torch.cuda.manual_seed(client_seed)
-                result = self.algorithm.local_update(ctx, job.to(self.device))
+                result = self.algorithm.client_update(ctx, job.to(self.device))
         except Exception as err:  # one client's crash must not end the federation
             return ClientFailure(job.client_id, err)
         if self.device.type == "cuda":

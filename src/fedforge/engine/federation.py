@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -89,6 +89,8 @@ class Federation:
         server_opt: ServerOptimizer | None = None,
         attack: Attack | None = None,
         system: SystemModel | None = None,
+        privacy: Any = None,
+        secure: Any = None,
     ) -> None:
         self.algorithm, self.executor, self.selector = algorithm, executor, selector
         self.validator, self.evaluator, self.client_store = validator, evaluator, client_store
@@ -99,6 +101,8 @@ class Federation:
         self.server_opt = server_opt if server_opt is not None else NoServerOptimizer()
         self.attack = attack
         self.system = system
+        self.privacy = privacy  # CentralDP or LocalAccounting (privacy/): jobs, specs, the release of MODEL
+        self.secure = secure  # SecureAggregation (privacy/secagg): MODEL is summed under masks
         self.clock = 0.0  # virtual seconds since round 1 (with a system section)
         self._trainable: torch.Tensor | None = None  # the MODEL entry's parameter positions (fixed for a run)
 
@@ -130,14 +134,18 @@ class Federation:
         for job in jobs:
             if plans:
                 job.max_epochs, job.max_steps = plans[job.client_id].epochs, plans[job.client_id].max_steps
+            if self.privacy is not None:
+                self.privacy.dress(job, state)
         attackers = self.attack.choose(r, reporting) if self.attack is not None else frozenset()
         outcome = self._collect(state, jobs, attackers, r)
         if jobs and not outcome.receipts:
             first = outcome.failures[0]
             raise AllClientsFailed(f"every client failed in round {r + 1}: {first.reason}") from first.error
-        state = self._fold(state, outcome, r)
+        state, private, private_events = self._fold(state, outcome, r)
         train_seconds = time.perf_counter() - start
         record = self._record(r, jobs, outcome, train_seconds)
+        record.metrics.update(private)
+        record.events += private_events
         if self.attack is not None:
             kind = self.attack.config.kind
             record.events += [(cid, "byzantine", f"simulated attack: {kind}") for cid in sorted(attackers)]
@@ -183,8 +191,13 @@ class Federation:
         if self.attack is not None and self.attack.runs_on_client:
             for job in jobs:
                 job.attack = self.attack.config.kind if job.client_id in attackers else ""
-        streaming = self.aggregator.streams and not self.algorithm.keeps_uploads(r)
-        outcome = RoundOutcome(self.validator, self.algorithm.upload_specs(state), streaming, held)
+        streaming = self.aggregator.streams and not self.algorithm.keeps_uploads(r) and self.secure is None
+        specs = self.algorithm.upload_specs(state)
+        if self.privacy is not None:
+            specs = self.privacy.specs(specs, state)
+        if self.secure is not None:
+            specs = self.secure.specs(specs)
+        outcome = RoundOutcome(self.validator, specs, streaming, held)
         self.executor.execute(jobs, outcome)
         order = [job.client_id for job in jobs]
         outcome.order_by(order)
@@ -195,9 +208,27 @@ class Federation:
             outcome.order_by(order)
         return outcome
 
-    def _fold(self, state: ServerState, outcome: RoundOutcome, r: int) -> ServerState:
-        """Reduce the round's entries, step the server optimizer on MODEL, and let the method apply them."""
-        reduced = outcome.reduce(self.aggregator)
+    def _fold(
+        self, state: ServerState, outcome: RoundOutcome, r: int
+    ) -> tuple[ServerState, dict[str, float], list[tuple[int | None, str, str]]]:
+        """Reduce the round's entries (MODEL under masks with secure aggregation), release MODEL under the
+        privacy mechanism, step the server optimizer on it, and let the method apply them; also returns
+        the mechanisms' metrics and events for the round."""
+        metrics: dict[str, float] = {}
+        events: list[tuple[int | None, str, str]] = []
+        if self.secure is None:
+            reduced = outcome.reduce(self.aggregator)
+            count = outcome.weight_of(MODEL)
+        else:
+            reduced = outcome.reduce_sums()
+            bound = self.privacy.coordinate_bound(state) if self.privacy is not None else None
+            mean, count, metrics, events = self.secure.reduce(outcome.kept, outcome.reference, r, bound)
+            if mean is not None:
+                reduced[MODEL] = mean
+        if self.privacy is not None:
+            client_metrics = [rec.metrics for rec in outcome.receipts if rec.kept]
+            reduced, kept, private = self.privacy.release(state, reduced, count, client_metrics, r)
+            metrics.update(private)
         opt_state = state.server_opt
         if MODEL in reduced:
             if self._trainable is None and not isinstance(self.server_opt, NoServerOptimizer):
@@ -209,7 +240,9 @@ class Federation:
         if self.algorithm.keeps_uploads(r):
             state = self.algorithm.apply_uploads(state, {k.client_id: k.vector for k in outcome.kept}, r)
         state.server_opt = opt_state
-        return state
+        if self.privacy is not None:
+            state.extras["privacy"] = kept  # after apply: a method may rebuild its extras
+        return state, metrics, events
 
     @staticmethod
     def _record(r: int, jobs: list[ClientJob], outcome: RoundOutcome, train_seconds: float) -> RoundRecord:

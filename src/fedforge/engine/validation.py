@@ -65,6 +65,10 @@ class UpdateValidator:
                 "(backend.max_samples)"
             )
         self._check_weights(result.entry_weights, specs)
+        for name, spec in specs.items():
+            if spec.weight is not None and name in update and result.weight(name) != spec.weight:
+                raise InvalidUpdate(f"entry '{name}' claims weight {result.weight(name):g}; every client weighs "
+                                    f"{spec.weight:g} here (privacy)")  # fmt: skip
         for name, tensor in update.items():
             self._check_entry(name, tensor, specs[name])
 
@@ -85,14 +89,22 @@ class UpdateValidator:
             raise InvalidUpdate(f"entry '{name}' is {type(w).__name__}, not a tensor")
         if w.dtype != torch.float32 or tuple(w.shape) != spec.shape:
             raise InvalidUpdate(f"entry '{name}' is {w.dtype} {tuple(w.shape)}, expected float32 {spec.shape}")
+        if spec.hidden:
+            return  # masked under secure aggregation: the server can read no value of it
         if not _all_finite(w):
             raise InvalidUpdate(f"entry '{name}' contains NaN or infinite values")
         if spec.max_norm is not None and (norm := float(torch.linalg.vector_norm(w))) > spec.max_norm:
             raise InvalidUpdate(f"entry '{name}' has norm {norm:.4g}, over the {spec.max_norm:g} the method allows")
         reference = spec.reference
-        if reference is None or (self.max_update_norm is None and self.max_update_ratio is None):
+        if reference is None or (self.max_update_norm is None and self.max_update_ratio is None
+                                 and spec.max_distance is None):  # fmt: skip
             return
         norm = float(torch.linalg.vector_norm(w - reference))  # an absurd upload's overflows to inf: rejected
+        if spec.max_distance is not None and norm > spec.max_distance:
+            raise InvalidUpdate(
+                f"entry '{name}' moved {norm:.4g} from the global model, over the clip {spec.max_distance:.4g} "
+                "(privacy.clip): a DP client clips its update"
+            )
         if self.max_update_norm is not None and norm > self.max_update_norm:
             raise InvalidUpdate(
                 f"entry '{name}': update norm {norm:.4g} exceeds validation.max_update_norm={self.max_update_norm}"

@@ -48,6 +48,8 @@ class ProgressSink:
                 status += f"  domain mean {record.eval.domain_mean:.4f}"
             if "knn_accuracy" in record.eval.extra:
                 status += f"  knn {record.eval.extra['knn_accuracy']:.4f}"
+        if "epsilon" in record.metrics:
+            status += f"  epsilon {record.metrics['epsilon']:.2f}"
         return status
 
     def log_round(self, record: RoundRecord) -> None:

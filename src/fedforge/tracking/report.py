@@ -28,7 +28,7 @@ class RunView:
     client_accuracy: list[float]
     histogram: np.ndarray | None
     byzantine: list[tuple[int, int]] = field(default_factory=list)  # (round, client) of simulated attackers
-    virtual_time: dict[int, float] = field(default_factory=dict)  # round -> virtual seconds so far (system:)
+    series: dict[str, dict[int, float]] = field(default_factory=dict)  # round-level metrics: name -> round -> value
 
     label: str = ""  # what legends call this run: set by distinct_labels
 
@@ -43,12 +43,14 @@ class RunView:
                 accuracy.append(row["global_accuracy"])
         return rounds, mbytes, accuracy
 
-    def time_curve(self) -> tuple[list[float], list[float]]:
-        """(virtual seconds so far, global accuracy) at evaluated rounds of a run with a system section."""
+    def curve_over(self, name: str) -> tuple[list[float], list[float]]:
+        """(round metric `name`, global accuracy) at evaluated rounds: virtual seconds so far (a system
+        section), epsilon spent so far (a privacy section)."""
+        values = self.series.get(name, {})
         points = [
-            (self.virtual_time[row["round"]], row["global_accuracy"])
+            (values[row["round"]], row["global_accuracy"])
             for row in self.rounds
-            if row["global_accuracy"] is not None and row["round"] in self.virtual_time
+            if row["global_accuracy"] is not None and row["round"] in values
         ]
         return [t for t, _ in points], [a for _, a in points]
 
@@ -128,12 +130,17 @@ def load_view(run_dir: str | Path) -> RunView:
         client_accuracy=[r["test_accuracy"] for r in evaluated if r["round"] == last],
         histogram=histogram,
         byzantine=[(e["round"], e["client_id"]) for e in load_events(run_dir) if e["kind"] == "byzantine"],
-        virtual_time={m["round"]: m["value"] for m in load_metrics(run_dir) if _is_clock(m)},
+        series=round_series(load_metrics(run_dir), ("virtual_time", "epsilon")),
     )
 
 
-def _is_clock(metric: dict[str, Any]) -> bool:
-    return metric["client_id"] is None and metric["name"] == "virtual_time"
+def round_series(metrics: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, dict[int, float]]:
+    """The server-level metrics called `names`, by name and round."""
+    series: dict[str, dict[int, float]] = {}
+    for m in metrics:
+        if m["client_id"] is None and m["name"] in names:
+            series.setdefault(m["name"], {})[m["round"]] = m["value"]
+    return series
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -162,9 +169,9 @@ def markdown_table(views: list[RunView], target: float) -> str:
     short, _ = headline_of(views)
     head = (
         f"| run | method | params | partition | clients | final {short} | best {short} | client {short} | worst 10% "
-        f"| rounds to {target:.2f} | rounds | wall s |"
+        f"| rounds to {target:.2f} | rounds | epsilon | wall s |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for v in views:
         reach = v.rounds_to(target)
         s = v.summary
@@ -173,9 +180,19 @@ def markdown_table(views: list[RunView], target: float) -> str:
             f"| {_fmt(s.get('final_accuracy'))} | {_fmt(s.get('best_accuracy'))} "
             f"| {_fmt(s.get('final_personalized_accuracy'))} | {_fmt(s.get('final_worst10_accuracy'))} "
             f"| {reach if reach is not None else 'not reached'} | {s.get('rounds', len(v.rounds))} "
-            f"| {_fmt(s.get('wall_seconds'), 1)} |"
+            f"| {_epsilon(s)} | {_fmt(s.get('wall_seconds'), 1)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _epsilon(summary: dict[str, Any]) -> str:
+    """The run's epsilon at its delta; 'inf' for DP without noise, '-' without a privacy section."""
+    privacy = summary.get("privacy")
+    if not privacy:
+        return "-"
+    if privacy.get("epsilon") is None:
+        return "inf"
+    return f"{privacy['epsilon']:.2f} (delta {privacy['delta']:g})"
 
 
 def partition_groups(views: list[RunView]) -> list[list[RunView]]:
@@ -256,15 +273,19 @@ def write_report(run_dirs: list[str | Path], out: str | Path, target: float = 0.
         "cumulative MB exchanged (down + up)",
         f"global test {metric}",
     )
-    timed = [(v.label, v.method, *v.time_curve()) for v in views if v.virtual_time]
-    if timed:
-        line_plot(
-            timed,
-            path("accuracy_vs_virtual_time.png"),
-            f"Global test {metric} vs virtual time (simulated client speeds)",
+    over = [
+        (
+            "virtual_time",
+            "accuracy_vs_virtual_time.png",
+            "vs virtual time (simulated client speeds)",
             "virtual seconds",
-            f"global test {metric}",
-        )
+        ),
+        ("epsilon", "accuracy_vs_epsilon.png", "vs privacy spent", "epsilon spent (RDP accountant)"),
+    ]
+    for name, file, title, axis in over:
+        drawn = [(v.label, v.method, *v.curve_over(name)) for v in views if name in v.series]
+        if drawn:
+            line_plot(drawn, path(file), f"Global test {metric} {title}", axis, f"global test {metric}")
     groups = [(v.label, v.method, v.client_accuracy) for v in views if v.client_accuracy]
     if groups:
         distribution_plot(
