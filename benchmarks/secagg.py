@@ -5,9 +5,10 @@
 One simulated round (privacy/secagg/protocol.py) per row, every client with a random update of
 `length` floats (the size of the benchmark cnn); no dropouts, then 30 % dropping after sharing
 keys (their masks are rebuilt from shares). SecAgg+ uses a lower share threshold: with k
-neighbours and threshold 0.5, a client losing half its neighbours would abort the round. `up`/`down` are the protocol's bytes per client
-(keys, encrypted shares, the masked vector, the unmasking shares), against the 4 bytes per float
-of a plain upload; seconds are one client's share of the clients' work and the server's whole.
+neighbours and threshold 0.5, a client losing half its neighbours would abort the round.
+`up`/`down` are the protocol's bytes per client (keys, encrypted shares, the masked vector, the
+unmasking shares), against the 4 bytes per float of a plain upload; seconds are one client's
+share of the clients' work and the server's whole.
 """
 
 from __future__ import annotations

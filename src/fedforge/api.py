@@ -217,7 +217,7 @@ class Session:
         cfg = self.cfg
         self.privacy = build_privacy(
             cfg.privacy, cfg.data.num_clients, cfg.train.clients_per_round or cfg.data.num_clients, cfg.train.rounds,
-            cfg.seed,
+            cfg.seed, deployed=cfg.backend.kind == "remote",
         )  # fmt: skip
         check_private(cfg, self.algorithm, self.state, self.server.model)
         self.rounds = self.privacy.rounds if self.privacy is not None else cfg.train.rounds  # a budget may end it early

@@ -153,6 +153,11 @@ def _print_result(result) -> None:
         f"final {what}: {_num(s['final_metric'])} (best {_num(s['best_metric'])}) after {s['rounds']} rounds, "
         f"{s['wall_seconds']:.1f} s" + (f" ({s['virtual_time']:.1f} virtual s)" if "virtual_time" in s else "")
     )
+    if s.get("privacy"):
+        p = s["privacy"]
+        spent = "inf (no noise)" if p["epsilon"] is None else f"{p['epsilon']:.3f}"
+        z = p["noise_multiplier"]
+        out.print(f"privacy ({p['mechanism']} DP): epsilon {spent} at delta {p['delta']:g}, z = {z:g}")
     if s.get("final_metrics"):
         out.print("further metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["final_metrics"].items()))
     if s["final_personalized_accuracy"] is not None:

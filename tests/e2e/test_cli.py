@@ -159,3 +159,13 @@ def test_config_prints_the_resolved_config_as_annotated_yaml():
     assert "mu: 0.3  # proximal coefficient" in proc.stdout
     parsed = yaml.safe_load(proc.stdout)
     assert parsed == load_config("configs/digits_fedprox.yaml", ["algorithm.mu=0.3"]).to_dict()
+
+
+def test_a_private_run_prints_its_epsilon_per_round_and_at_the_end(runs_dir):
+    proc = fedforge("run", "train.rounds=2", "model.norm=none", "privacy.noise_multiplier=0.8",
+                    f"tracking.runs_dir={runs_dir}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(next(Path(runs_dir).glob("*/summary.json")).read_text())
+    spent = summary["privacy"]["epsilon"]
+    assert f"epsilon {spent:.2f}" in proc.stderr  # the round-2 progress line
+    assert f"privacy (central DP): epsilon {spent:.3f} at delta 1e-05, z = 0.8" in proc.stdout

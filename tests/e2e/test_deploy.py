@@ -19,7 +19,7 @@ from fedforge.deploy import fedforge_pb2_grpc as rpc
 from fedforge.deploy.client import OWN_CONNECTION, RemoteClient, ServerLost
 from fedforge.deploy.codec import PROTOCOL, Kind, decode, encode, result_payload
 from fedforge.records import MODEL
-from fedforge.tracking import load_client_rounds, load_events, load_runs
+from fedforge.tracking import load_client_rounds, load_events, load_metrics, load_runs
 from tests.loopback import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,6 +375,26 @@ def attack_run(runs_dir, attack, **backend):
     )
 
 
+def served_and_simulated(runs_dir, rounds, **method):
+    """The same 3-client experiment served to honest remote clients and simulated: (served, simulated,
+    the client threads)."""
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir / "served", port, clients=3, rounds=rounds, **method)
+    wait_until_listening(port)
+    clients = [honest_client(port, cid) for cid in range(3)]
+    server.join(timeout=900)
+    assert "error" not in holder, holder.get("error")
+    simulated = fedforge.run(
+        quiet=True,
+        data={"num_clients": 3},
+        train={"rounds": rounds, "local_epochs": 1},
+        tracking={"runs_dir": str(runs_dir / "simulated")},
+        backend={"device": "cpu"},
+        **method,
+    )
+    return holder["result"], simulated, clients
+
+
 def client_losses(run_dir):
     return {(r["round"], r["client_id"]): r["train_loss"] for r in load_client_rounds(run_dir)}
 
@@ -448,25 +468,59 @@ def test_scaffold_over_grpc_keeps_control_variates_on_the_clients_and_matches_th
     dc_i comes back as a named entry reduced by its sum: rounds 2 and 3 train as in the simulation
     only if all three are right."""
     method = {"algorithm": {"name": "scaffold"}, "eval": {"personalized": False}}
-    port = free_port()
-    server, holder = serve_in_thread(runs_dir / "served", port, clients=3, rounds=3, **method)
-    wait_until_listening(port)
-    clients = [honest_client(port, cid) for cid in range(3)]
-    server.join(timeout=900)
-    assert "error" not in holder, holder.get("error")
-    served = holder["result"]
-    simulated = fedforge.run(
-        quiet=True,
-        data={"num_clients": 3},
-        train={"rounds": 3, "local_epochs": 1},
-        tracking={"runs_dir": str(runs_dir / "simulated")},
-        backend={"device": "cpu"},
-        **method,
-    )
+    served, simulated, clients = served_and_simulated(runs_dir, rounds=3, **method)
     got, want = client_losses(served.run_dir), client_losses(simulated.run_dir)
     assert got.keys() == want.keys() and len(got) == 9
     for key in got:
         assert abs(got[key] - want[key]) < 1e-3, key
     assert abs(served.final_accuracy - simulated.final_accuracy) < 0.02
     for client in clients:
+        client.join(timeout=60)
+
+
+def test_secure_aggregation_over_grpc_ends_with_the_simulations_model(runs_dir):
+    """The clients mask their updates; the server routes keys and shares and sees only masked vectors,
+    yet the federation ends where the simulation with the same seeds does (the stochastic rounding is
+    seeded per client and round; the masks cancel exactly)."""
+    secure = {"secure_aggregation": {}, "eval": {"personalized": False}}
+    served, simulated, clients = served_and_simulated(runs_dir, rounds=2, **secure)
+    for got, want in zip(served.model.state_dict().values(), simulated.model.state_dict().values(), strict=True):
+        assert torch.equal(got, want)
+    metrics = {m["name"] for m in load_metrics(served.run_dir) if m["client_id"] is None}
+    assert {"secagg_bytes_up", "secagg_bytes_down", "secagg_seconds"} <= metrics
+    assert not any(e["kind"].startswith("secagg") for e in load_events(served.run_dir))
+    for client in clients:
+        client.join(timeout=60)
+
+
+class LyingKeyClient(RemoteClient):
+    """Trains honestly, then advertises a low-order public key (every agreement with it is zero)."""
+
+    def prepare(self, config_yaml):
+        super().prepare(config_yaml)
+        honest = self.secure.advertise
+
+        def lying(job, result):
+            answer = honest(job, result)
+            answer.update["secagg/mask_key"] = torch.zeros(32, dtype=torch.uint8)
+            return answer
+
+        self.secure.advertise = lying
+
+
+def test_a_client_with_a_malformed_key_is_refused_and_the_round_completes_with_the_others(runs_dir):
+    port = free_port()
+    server, holder = serve_in_thread(runs_dir / "served", port, clients=4, rounds=1, secure_aggregation={})
+    wait_until_listening(port)
+    clients = [honest_client(port, cid) for cid in range(3)]
+    liar = LyingKeyClient(f"127.0.0.1:{port}", {"backend": {"device": "cpu"}}, 3, quiet=True)
+    thread = threading.Thread(target=liar.run, daemon=True)
+    thread.start()
+    server.join(timeout=900)
+    assert "error" not in holder, holder.get("error")
+    events = load_events(holder["result"].run_dir)
+    assert [(e["client_id"], e["kind"]) for e in events] == [(3, "secagg_rejected")]
+    survivors = [m["value"] for m in load_metrics(holder["result"].run_dir) if m["name"] == "secagg_survivors"]
+    assert survivors == [3.0]
+    for client in [*clients, thread]:
         client.join(timeout=60)

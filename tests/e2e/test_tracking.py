@@ -69,7 +69,8 @@ def test_report_on_three_methods_matches_the_database(runs_dir, tmp_path):
         reached = next(r["round"] for r in rounds if r["global_accuracy"] >= 0.5)  # rounds are 1-based
         assert row[9] == str(reached)
         assert row[10] == str(len(rounds))
-        assert row[11] == f"{summary['wall_seconds']:.1f}"
+        assert row[11] == "-"  # no privacy section: no epsilon
+        assert row[12] == f"{summary['wall_seconds']:.1f}"
 
 
 def assert_looks_like_a_plot(path: Path) -> None:

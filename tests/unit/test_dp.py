@@ -170,3 +170,17 @@ def test_methods_and_models_dp_cannot_protect_are_refused(quick):
                      privacy={})  # fmt: skip
     with pytest.raises(ConfigError, match="BatchNorm"):
         fedforge.run(quiet=True, **quick, model={"name": "cnn"}, privacy={})
+
+
+def test_the_report_plots_accuracy_against_epsilon_and_lists_it(tmp_path):
+    from fedforge.tracking.report import write_report
+
+    common = {"train.rounds": 2, "data.num_clients": 4, "model.norm": "none", "tracking.runs_dir": str(tmp_path)}
+    private = fedforge.run(quiet=True, privacy={"noise_multiplier": 1.0}, **common, **{"tracking.name": "dp"})
+    plain = fedforge.run(quiet=True, **common, **{"tracking.name": "plain"})
+    report = write_report([private.run_dir, plain.run_dir], tmp_path / "report")
+    assert (tmp_path / "report" / "accuracy_vs_epsilon.png") in report.files
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {private.summary['privacy']['epsilon']:.2f} (delta 1e-05) |" in table
+    only_plain = write_report([plain.run_dir], tmp_path / "report2")
+    assert not any(p.name == "accuracy_vs_epsilon.png" for p in only_plain.files)

@@ -54,3 +54,33 @@ def test_the_core_imports_and_validates_without_grpc_and_remote_names_the_extra(
     out = subprocess.run([sys.executable, "-c", WITHOUT_GRPC], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "backend.kind=remote needs gRPC; install it with: pip install 'fedforge[deploy]'" in out.stdout
+
+
+def test_privacy_sits_below_methods_the_engine_and_deploy():
+    above = ("fedforge.engine", "fedforge.algorithms", "fedforge.deploy", "fedforge.api")
+    for path in (SRC / "privacy").rglob("*.py"):
+        upward = [m for m in imported_modules(path) if m.startswith(above)]
+        assert upward == [], (path.name, upward)
+
+
+WITHOUT_CRYPTOGRAPHY = """
+import sys
+sys.modules["cryptography"] = None  # as if the privacy extra were not installed
+import fedforge
+from fedforge.errors import ConfigError
+result = fedforge.run(quiet=True, train={"rounds": 1}, data={"num_clients": 4}, model={"norm": "none"},
+                      privacy={"noise_multiplier": 0.5}, tracking={"runs_dir": sys.argv[1]})
+assert result.summary["privacy"]["epsilon"] > 0
+try:
+    fedforge.run(quiet=True, train={"rounds": 1}, secure_aggregation={}, tracking={"runs_dir": sys.argv[1]})
+except ConfigError as err:
+    print(err)
+"""
+
+
+def test_dp_runs_without_cryptography_and_secure_aggregation_names_the_extra(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_CRYPTOGRAPHY, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'fedforge[privacy]'" in out.stdout

@@ -141,3 +141,21 @@ def test_a_run_with_secure_aggregation_ends_where_fedavg_does(quick, runs_dir):
     events = load_events(dropping.run_dir)
     assert sum(e["kind"] == "secagg_dropout" for e in events) == 3 * 2  # 2 of 6 per round
     assert not any(e["kind"] == "secagg_aborted" for e in events)
+
+
+def test_messages_survive_the_wire_and_malformed_ones_are_refused():
+    from fedforge.privacy.secagg import wire
+
+    shares = {4: b"abc", 1: b"", 9: bytes(range(200))}
+    assert wire.unpack_map("secagg/to", wire.pack_map("secagg/to", shares)) == shares
+    packed = wire.pack_map("secagg/to", shares)
+    for name, bad in [
+        ("secagg/to/offsets", torch.tensor([0, 3, 2, 203])),  # not increasing
+        ("secagg/to/offsets", torch.tensor([0, 3, 3, 999])),  # past the blob
+        ("secagg/to/ids", torch.tensor([1, 1, 9])),  # an id twice
+        ("secagg/to/blob", torch.zeros(203, dtype=torch.float32)),  # not bytes
+    ]:
+        with pytest.raises(ValueError):
+            wire.unpack_map("secagg/to", {**packed, name: bad})
+    with pytest.raises(ValueError, match="lacks"):
+        wire.unpack_map("secagg/to", {})

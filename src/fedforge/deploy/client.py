@@ -13,6 +13,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -27,6 +28,8 @@ from fedforge.engine.client_store import ClientStore
 from fedforge.engine.executors import ClientFailure, SequentialExecutor
 from fedforge.engine.weights import FlatModel
 from fedforge.errors import FedforgeError
+from fedforge.privacy.secagg import SecAggAborted
+from fedforge.records import ClientJob, ClientResult
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
 # gRPC shares one connection among a process's channels to the same address; a client keeps its
@@ -67,6 +70,7 @@ class RemoteClient:
         self.rounds_served = 0
         self.executor: SequentialExecutor | None = None
         self.local_shard: int | None = None
+        self.secure: Any = None  # a SecureClient (deploy/secure.py) under secure aggregation
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -127,6 +131,19 @@ class RemoteClient:
             stop.set()
             beat.join(timeout=15)  # no RPC may still be in flight when the channel closes
 
+    def answer_stage(self, stub: rpc.FederationStub, session: str, job: ClientJob) -> None:
+        """One secure aggregation stage of the round this client trained in."""
+        assert self.secure is not None
+        try:
+            update = self.secure.answer(job)
+        except (ValueError, KeyError, SecAggAborted) as err:
+            answer = Payload(Kind.RESULT, session, job.client_id, job.round, error=f"secure aggregation: {err}")
+        else:
+            answer = result_payload(ClientResult(job.client_id, update, 0), session, job.round)
+        reply = stub.SubmitResult(encode(answer), metadata=self.metadata)
+        if not reply.accepted:
+            self.log(f"round {job.round + 1}: server refused a secure aggregation answer: {reply.reason}")
+
     def heartbeat(self, stub: rpc.FederationStub, reply: pb.JoinReply, stop: threading.Event) -> None:
         while not stop.wait(reply.heartbeat_seconds):
             try:
@@ -144,12 +161,19 @@ class RemoteClient:
         self.executor = SequentialExecutor(
             algorithm, exp.data, exp.model_factory(), cfg.train, ClientStore(), cfg.seed, exp.device, task=exp.task
         )
+        if cfg.secure_aggregation is not None:
+            from fedforge.deploy.secure import SecureClient  # needs the cryptography extra
+
+            self.secure = SecureClient(cfg.secure_aggregation, cfg.seed)
         if exp.data.num_clients == 1:  # the client's own data (e.g. a local folder): one shard, used for any id
             self.local_shard = 0
 
     def work(self, stub: rpc.FederationStub, session: str, payload: Payload) -> None:
         assert self.executor is not None
         job = job_from(payload)
+        if self.secure is not None and self.secure.is_stage(job):
+            self.answer_stage(stub, session, job)
+            return
         local = dataclasses.replace(job, client_id=self.local_shard) if self.local_shard is not None else job
         self.log(f"round {job.round + 1}: training")
         outcome = self.executor.run_one(local)
@@ -157,6 +181,8 @@ class RemoteClient:
             answer = Payload(Kind.RESULT, session, job.client_id, job.round, error=outcome.reason)
         else:
             outcome.client_id = job.client_id
+            if self.secure is not None:  # the update stays here; the server gets keys, then a masked vector
+                outcome = self.secure.advertise(job, outcome)
             answer = result_payload(outcome, session, job.round)
         reply = stub.SubmitResult(encode(answer), metadata=self.metadata)
         if not reply.accepted:

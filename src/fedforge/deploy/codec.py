@@ -179,7 +179,8 @@ def job_payload(job: ClientJob, session: str) -> Payload:
 
 
 def job_from(payload: Payload) -> ClientJob:
-    if MODEL not in payload.tensors:
+    """A training job (it carries the model), or a secure aggregation stage (`secagg/stage`)."""
+    if MODEL not in payload.tensors and "secagg/stage" not in payload.tensors:
         raise MalformedPayload(f"a job without its '{MODEL}' entry")
     return ClientJob(payload.client_id, payload.round, payload.tensors, payload.attack)
 

@@ -24,6 +24,7 @@ import grpc
 import yaml
 
 from fedforge.algorithms.base import ClientJob, ClientResult
+from fedforge.config import SecureAggregationConfig
 from fedforge.deploy import fedforge_pb2 as pb
 from fedforge.deploy.codec import (
     MAX_MESSAGE_BYTES,
@@ -151,12 +152,14 @@ class ClientHub:
                 conn.last_seen = time.monotonic()
             return conn
 
-    def dispatch(self, jobs: list[ClientJob]) -> None:
+    def dispatch(self, jobs: list[ClientJob], reply_bytes: int | None = None) -> None:
+        """Queue each job for its client; `reply_bytes` sizes the answer's limit where the job's own
+        size does not (a secure aggregation stage whose answer is a masked model)."""
         with self.changed:
             for job in jobs:
                 conn = self.clients[job.client_id]
                 conn.job = job_payload(job, conn.session)
-                conn.job_bytes = payload_bytes(job.payload)
+                conn.job_bytes = reply_bytes if reply_bytes is not None else payload_bytes(job.payload)
                 self.awaited[job.client_id] = job.round
             self._notify()
 
@@ -494,6 +497,8 @@ class RemoteExecutor(Executor):
             upload_limit=self.upload_limit,
         )
         self.min_clients = min(p.min_clients or self.data.num_clients, self.data.num_clients)
+        secure = (self.experiment or {}).get("secure_aggregation")
+        self.secure = SecureAggregationConfig.model_validate(secure) if secure is not None else None
         service = FederationService(self.hub, tokens, yaml.safe_dump(client_config(self.experiment)), p)
         self.serving = ServingThread(service, p, credentials)
         self.address = f"{p.address.rpartition(':')[0]}:{self.serving.port}"
@@ -528,6 +533,22 @@ class RemoteExecutor(Executor):
                 self.hub.changed.wait(0.5)
 
     def execute(self, jobs: list[ClientJob], outcome: RoundOutcome) -> None:
+        if self.secure is not None:
+            from fedforge.deploy.secure import secure_round  # needs the cryptography extra
+
+            secure_round(self, jobs, outcome, self.secure)
+            return
+        self.gather(jobs, outcome, outcome.screen, lambda cid, result: outcome.add(result, screened=True))
+
+    def gather(
+        self,
+        jobs: list[ClientJob],
+        outcome: RoundOutcome,
+        screen: Callable[[ClientResult], str | None],
+        on_result: Callable[[int, ClientResult], None],
+    ) -> None:
+        """Run a round's jobs: each accepted result goes to `on_result` as it arrives (screened at the
+        door); rejections, failures and clients that vanish or miss the deadline go to `outcome`."""
         p, hub = self.params, self.hub
         self.wait_for_clients()
         reachable = []
@@ -536,30 +557,62 @@ class RemoteExecutor(Executor):
                 reachable.append(job)
             else:
                 outcome.add(ClientFailure(job.client_id, ClientGone("not connected when the round started")))
-        hub.screen = outcome.screen
-        hub.dispatch(reachable)
-        pending = {job.client_id for job in reachable}
+        hub.screen = screen
+
+        def arrived(cid: int, item: Any) -> None:
+            if isinstance(item, Rejected):
+                outcome.reject(item.result, item.reason)
+            elif isinstance(item, ClientResult):
+                on_result(cid, item)
+            else:
+                outcome.add(item)
+
+        self._collect(reachable, arrived, outcome.add, p.min_results)
+
+    def exchange(
+        self, jobs: list[ClientJob], on_reply: Callable[[int, ClientResult], None], reply_bytes: int | None = None
+    ) -> None:
+        """One secure aggregation stage: its answers to `on_reply`; a client that fails, vanishes or misses
+        the deadline simply does not answer (the protocol treats it as a dropout)."""
+        reachable = [job for job in jobs if self.hub.alive(job.client_id)]
+        self.hub.screen = lambda result: None  # the protocol checks every field itself
+
+        def arrived(cid: int, item: Any) -> None:
+            if isinstance(item, ClientResult):
+                on_reply(cid, item)
+
+        self._collect(reachable, arrived, lambda failure: None, 0, reply_bytes)
+
+    def _collect(
+        self,
+        jobs: list[ClientJob],
+        arrived: Callable[[int, Any], None],
+        failed: Callable[[ClientFailure], None],
+        min_results: int,
+        reply_bytes: int | None = None,
+    ) -> None:
+        """Dispatch `jobs` and hand each answer to `arrived` until all are in, gone, or past the deadline
+        with at least `min_results` results."""
+        p, hub = self.params, self.hub
+        hub.dispatch(jobs, reply_bytes)
+        pending = {job.client_id for job in jobs}
         deadline, results = time.monotonic() + p.round_timeout, 0
         try:
             while pending:
                 with hub.changed:
                     hub.changed.wait(0.2)
-                    arrived = {cid: hub.results.pop(cid) for cid in list(hub.results) if cid in pending}
-                for cid, item in arrived.items():
+                    got = {cid: hub.results.pop(cid) for cid in list(hub.results) if cid in pending}
+                for cid, item in got.items():
                     pending.discard(cid)
-                    if isinstance(item, Rejected):
-                        outcome.reject(item.result, item.reason)
-                        continue
                     results += isinstance(item, ClientResult)
-                    outcome.add(item, screened=isinstance(item, ClientResult))  # the hub screened it
+                    arrived(cid, item)
                 for cid in [cid for cid in pending if not hub.alive(cid)]:
                     pending.discard(cid)
-                    silent = f"disconnected: no heartbeat for {p.heartbeat_timeout:g} s"
-                    outcome.add(ClientFailure(cid, ClientGone(silent)))
-                if pending and time.monotonic() > deadline and results >= p.min_results:
+                    failed(ClientFailure(cid, ClientGone(f"disconnected: no heartbeat for {p.heartbeat_timeout:g} s")))
+                if pending and time.monotonic() > deadline and results >= min_results:
                     for cid in pending:
                         late = f"missed the round deadline (backend.round_timeout={p.round_timeout:g} s)"
-                        outcome.add(ClientFailure(cid, ClientGone(late)))
+                        failed(ClientFailure(cid, ClientGone(late)))
                     pending.clear()
         finally:
             hub.close_round()

@@ -92,6 +92,17 @@ class KeptUpload:
 
 
 @dataclass
+class MaskedSum:
+    """What secure aggregation over the network produced: the survivors' weighted mean upload (None:
+    the round was aborted), their total weight, the protocol's metrics and events."""
+
+    mean: torch.Tensor | None
+    weight: float
+    metrics: dict[str, float]
+    events: list[tuple[int | None, str, str]]
+
+
+@dataclass
 class RoundOutcome:
     """A round's outcomes as they arrive: validated, then summed per entry or kept whole.
 
@@ -109,6 +120,7 @@ class RoundOutcome:
     sums: dict[str, WeightedSum] = field(default_factory=dict)
     kept: list[KeptUpload] = field(default_factory=list)
     held: list[ClientResult] = field(default_factory=list)
+    masked: MaskedSum | None = None  # set by a remote executor that ran secure aggregation with its clients
 
     @property
     def reference(self) -> torch.Tensor:

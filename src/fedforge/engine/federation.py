@@ -146,6 +146,9 @@ class Federation:
         record = self._record(r, jobs, outcome, train_seconds)
         record.metrics.update(private)
         record.events += private_events
+        if "secagg_bytes_up" in private:  # what crossed the network is the protocol's, masked vectors included
+            record.bytes_up = int(private["secagg_bytes_up"])
+            record.bytes_down += int(private["secagg_bytes_down"])
         if self.attack is not None:
             kind = self.attack.config.kind
             record.events += [(cid, "byzantine", f"simulated attack: {kind}") for cid in sorted(attackers)]
@@ -222,7 +225,7 @@ class Federation:
         else:
             reduced = outcome.reduce_sums()
             bound = self.privacy.coordinate_bound(state) if self.privacy is not None else None
-            mean, count, metrics, events = self.secure.reduce(outcome.kept, outcome.reference, r, bound)
+            mean, count, metrics, events = self.secure.reduce(outcome, outcome.reference, r, bound)
             if mean is not None:
                 reduced[MODEL] = mean
         if self.privacy is not None:

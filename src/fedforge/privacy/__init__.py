@@ -11,11 +11,12 @@ from fedforge.privacy.local import LocalAccounting
 
 
 def build_privacy(
-    cfg: PrivacyConfig | None, num_clients: int, clients_per_round: int, rounds: int, seed: int
+    cfg: PrivacyConfig | None, num_clients: int, clients_per_round: int, rounds: int, seed: int, deployed: bool
 ) -> CentralDP | LocalAccounting | None:
-    """The server's side of the configured mechanism (None without a privacy section)."""
+    """The server's side of the configured mechanism (None without a privacy section). `deployed`:
+    real clients over the network, so the noise is drawn from secret entropy (privacy/noise.py)."""
     if cfg is None:
         return None
     if cfg.mechanism == "central":
-        return CentralDP(cfg, num_clients, clients_per_round, rounds, seed)
-    return LocalAccounting(cfg, rounds)
+        return CentralDP(cfg, num_clients, clients_per_round, rounds, seed, secret_noise=deployed)
+    return LocalAccounting(cfg, rounds, secret_noise=deployed)

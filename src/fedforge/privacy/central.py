@@ -20,8 +20,8 @@ import torch
 from fedforge.config import PrivacyConfig
 from fedforge.errors import ConfigError
 from fedforge.privacy import accountant
+from fedforge.privacy.noise import noise_generator
 from fedforge.records import MODEL, ClientJob, ClientResult, ServerState, UploadSpec
-from fedforge.seeding import PRIVACY, torch_generator
 
 CLIP = "dp/clip"  # job entry: [clip bound, 1.0 when the server wants the unclipped bit back]
 UNCLIPPED = "dp/unclipped"  # upload entry (adaptive clipping): 1 when the update was within the clip, else 0
@@ -52,8 +52,16 @@ def clip_result(result: ClientResult, job: ClientJob) -> ClientResult:
 class CentralDP:
     """The server's side: clip bound in the jobs, validation of the bound, noise on the sum, accounting."""
 
-    def __init__(self, cfg: PrivacyConfig, num_clients: int, clients_per_round: int, rounds: int, seed: int) -> None:
-        self.cfg, self.seed = cfg, seed
+    def __init__(
+        self,
+        cfg: PrivacyConfig,
+        num_clients: int,
+        clients_per_round: int,
+        rounds: int,
+        seed: int,
+        secret_noise: bool = False,
+    ) -> None:
+        self.cfg, self.seed, self.secret_noise = cfg, seed, secret_noise  # secret: a deployment (privacy/noise.py)
         self.m = clients_per_round  # the expected cohort: the denominator, fixed whoever reports
         self.q = clients_per_round / num_clients
         z = cfg.noise_multiplier
@@ -109,7 +117,7 @@ class CentralDP:
         `reduced[MODEL]` is the plain mean of `count` clipped uploads (each weighs 1). Without noise
         (z=0) epsilon is infinite and is not reported."""
         clip = self.clip(state)
-        generator = torch_generator(self.seed, PRIVACY, round_index)
+        generator = noise_generator(self.seed, self.secret_noise, round_index)
         reduced = dict(reduced)
         unclipped = reduced.pop(UNCLIPPED, None)
         if MODEL in reduced:

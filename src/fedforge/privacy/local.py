@@ -20,9 +20,10 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from fedforge.privacy import accountant
+from fedforge.privacy.noise import noise_generator
 from fedforge.records import ClientJob
 
-SAMPLE = "dp/sample"  # job entry: [clip, noise multiplier, delta, target epsilon (0: none)]
+SAMPLE = "dp/sample"  # job entry: [clip, noise multiplier, delta, target epsilon (0: none), secret noise (0/1)]
 STEPS = "dp_steps"  # client state (a file name in a disk store): DP-SGD steps this client has taken over the whole run
 
 
@@ -36,13 +37,14 @@ class SampleDP:
     noise_multiplier: float
     delta: float
     target_epsilon: float | None
+    secret_noise: bool = False  # a deployment: the noise must not follow from the run's seed (privacy/noise.py)
 
     @classmethod
     def from_job(cls, job: ClientJob) -> SampleDP | None:
         if SAMPLE not in job.payload:
             return None
-        clip, z, delta, target = (float(v) for v in job.payload[SAMPLE])
-        return cls(clip, z, delta, target if target > 0 else None)
+        clip, z, delta, target, secret = (float(v) for v in job.payload[SAMPLE])
+        return cls(clip, z, delta, target if target > 0 else None, secret > 0)
 
     def epsilon(self, num_samples: int, batch_size: int, steps: int) -> float:
         q = min(1.0, batch_size / max(num_samples, 1))
@@ -62,7 +64,10 @@ class SampleDP:
     def backward(
         self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        """Fill the trainable parameters' `.grad` with the clipped, noised mean gradient; return the mean loss."""
+        """Fill the trainable parameters' `.grad` with the clipped, noised mean gradient; return the mean loss.
+
+        The noise comes from `generator` (the client's seeded stream), or from the system's entropy
+        when the job asks for secret noise."""
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             raise ValueError(
                 "local DP-SGD needs per-sample gradients, which BatchNorm's batch statistics do not have; "
@@ -83,6 +88,8 @@ class SampleDP:
         factor = (self.clip / (norms + 1e-6)).clamp(max=1.0)
         batch = len(labels)
         params = dict(model.named_parameters())
+        if self.secret_noise:
+            generator = noise_generator(0, True)
         for name, g in grads.items():
             total = torch.einsum("b,b...->...", factor, g)
             if self.noise_multiplier > 0:
@@ -112,15 +119,15 @@ def planned_steps(num_samples: int, batch_size: int, epochs: int, max_epochs: in
 class LocalAccounting:
     """The server's side of local DP: the DP-SGD settings in each job; the worst client's epsilon so far."""
 
-    def __init__(self, cfg: Any, rounds: int) -> None:
-        self.cfg, self.rounds = cfg, rounds
+    def __init__(self, cfg: Any, rounds: int, secret_noise: bool = False) -> None:
+        self.cfg, self.rounds, self.secret_noise = cfg, rounds, secret_noise
 
     def coordinate_bound(self, state: Any) -> float | None:
         return None  # a DP-SGD update has no per-coordinate bound: secure aggregation uses its own range
 
     def dress(self, job: ClientJob, state: Any) -> None:
         cfg = self.cfg
-        values = [cfg.clip, cfg.noise_multiplier, cfg.delta, cfg.target_epsilon or 0.0]
+        values = [cfg.clip, cfg.noise_multiplier, cfg.delta, cfg.target_epsilon or 0.0, float(self.secret_noise)]
         job.payload[SAMPLE] = torch.tensor(values, dtype=torch.float32, device=job.model.device)
 
     def specs(self, specs: dict[str, Any], state: Any) -> dict[str, Any]:

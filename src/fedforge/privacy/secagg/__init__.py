@@ -4,3 +4,7 @@
 the X25519 / HKDF / AES primitives, and `protocol` runs the four stages between clients and a
 server that only ever sees masked vectors.
 """
+
+
+class SecAggAborted(RuntimeError):
+    """The round cannot be unmasked: too few survivors or valid shares (the server learns nothing)."""

@@ -30,16 +30,12 @@ import numpy as np
 import torch
 
 from fedforge.config import SecureAggregationConfig
-from fedforge.privacy.secagg import keys, ring, shamir
+from fedforge.privacy.secagg import SecAggAborted, keys, ring, shamir
 from fedforge.seeding import SECAGG, derive_seed
 
 MASK_INFO = b"fedforge secagg mask"
 SHARE_INFO = b"fedforge secagg share"
 MAX_SUBSETS = 64  # share sets tried per secret when a bad share spoils the first
-
-
-class SecAggAborted(RuntimeError):
-    """The round cannot be unmasked: too few survivors or valid shares (the server learns nothing)."""
 
 
 @dataclass

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from fedforge.config import SecureAggregationConfig
-from fedforge.privacy.secagg.protocol import simulate
 from fedforge.records import MODEL, UploadSpec
 from fedforge.seeding import SECAGG, derive_seed
 
 
 class SecureAggregation:
     def __init__(self, cfg: SecureAggregationConfig, seed: int) -> None:
+        from fedforge.privacy.secagg import keys  # noqa: F401  (the cryptography extra, said before the run)
+
         self.cfg, self.seed = cfg, seed
 
     def specs(self, specs: dict[str, UploadSpec]) -> dict[str, UploadSpec]:
@@ -35,9 +36,18 @@ class SecureAggregation:
         )
 
     def reduce(
-        self, uploads: list[Any], reference: torch.Tensor, round_index: int, clip_range: float | None
+        self, outcome: Any, reference: torch.Tensor, round_index: int, clip_range: float | None
     ) -> tuple[torch.Tensor | None, float, dict[str, float], list[tuple[int | None, str, str]]]:
-        """(the weighted mean upload or None when aborted, the survivors' weight, metrics, events)."""
+        """(the weighted mean upload or None when aborted, the survivors' weight, metrics, events).
+
+        A remote executor ran the protocol with its clients (`outcome.masked`); otherwise the round's
+        kept uploads play the clients here."""
+        if outcome.masked is not None:
+            masked = outcome.masked
+            return masked.mean, masked.weight, masked.metrics, masked.events
+        from fedforge.privacy.secagg.protocol import simulate
+
+        uploads = outcome.kept
         if not uploads:
             return None, 0.0, {}, []
         inputs = {u.client_id: ((u.vector - reference).cpu(), u.weight) for u in uploads}
