@@ -87,7 +87,8 @@ def main(argv: list[str]) -> None:
         got = [r for r in results if r["row"] == row]
         finals = [r["final"] for r in got]
         gap = f"{100 * (sum(finals) / len(finals) - sum(baseline) / len(baseline)):+.2f}" if baseline else "-"
-        eps = got[0]["epsilon"]
+        spent = [r["epsilon"] for r in got if r["epsilon"] is not None]
+        eps = max(spent) if spent else None  # local DP: the worst client, over the seeds
         label = LABELS.get(row, f"C={CLIP}, z={ROWS[row]['noise_multiplier']}" if ROWS[row] else row)
         shown = "-" if ROWS[row] is None else ("inf" if eps is None else f"{eps:.2f}")
         print(f"| {label} | {cell(finals)} | {gap if row != 'none' else '0'} | {shown} | "

@@ -90,7 +90,14 @@ def test_ray_ends_with_the_sequential_weights(runs_dir, method):
         {"aggregation": {"name": "geometric_median"}, "attack": {"kind": "gaussian"}},
         {"aggregation": {"name": "trimmed_mean"}, "server_opt": {"name": "yogi"}, "attack": {"kind": "label_flip"}},
         {"aggregation": {"name": "multikrum", "f": 1}, "server_opt": {"name": "adagrad"}, "attack": {"kind": "scale"}},
+        {
+            "privacy": {"clip": 0.5, "noise_multiplier": 0.5, "adaptive_clip": {"count_stddev": 1}},
+            "secure_aggregation": {"dropout_rate": 0.2},
+            "model": {"norm": "none"},
+        },
+        {"privacy": {"mechanism": "local", "noise_multiplier": 0.5}, "model": {"norm": "none"}},
     ],
+    ids=["krum", "median", "centered_clip", "geometric_median", "trimmed_mean", "multikrum", "dp-secagg", "dp-sgd"],
 )
 def test_aggregators_server_optimizers_and_attacks_on_ray_match_sequential(runs_dir, sections):
     seq = run(runs_dir, {}, **sections)
