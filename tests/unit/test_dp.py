@@ -184,3 +184,8 @@ def test_the_report_plots_accuracy_against_epsilon_and_lists_it(tmp_path):
     assert f"| {private.summary['privacy']['epsilon']:.2f} (delta 1e-05) |" in table
     only_plain = write_report([plain.run_dir], tmp_path / "report2")
     assert not any(p.name == "accuracy_vs_epsilon.png" for p in only_plain.files)
+
+
+def test_a_budget_below_one_round_is_refused_before_anything_runs():
+    with pytest.raises(ConfigError, match="below what one round spends"):
+        central(noise_multiplier=1.0, target_epsilon=0.01)

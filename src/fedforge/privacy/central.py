@@ -82,6 +82,12 @@ class CentralDP:
         self.rounds = rounds
         if cfg.target_epsilon is not None and cfg.on_budget == "stop":
             self.rounds = accountant.steps_within_budget(self.q, z, cfg.delta, cfg.target_epsilon, rounds)
+            if self.rounds == 0:
+                first = accountant.epsilon(self.q, z, 1, cfg.delta)
+                raise ConfigError(
+                    f"privacy.target_epsilon: {cfg.target_epsilon:g} is below what one round spends ({first:.3g} at "
+                    f"z={z:g}, q={self.q:g}); raise the budget or z, or use on_budget calibrate"
+                )
 
     # -- the round, in order ---------------------------------------------------------------
     def clip(self, state: ServerState) -> float:

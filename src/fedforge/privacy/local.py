@@ -145,7 +145,8 @@ class LocalAccounting:
         previous = float(state.extras.get("privacy", {}).get("epsilon", 0.0))
         reported = [float(m["epsilon"]) for m in client_metrics if "epsilon" in m]
         worst = max([previous, *reported])
-        return reduced, {"epsilon": worst}, {"epsilon": worst}
+        shown = {"epsilon": worst} if self.cfg.noise_multiplier > 0 else {}  # z=0: no bound to show
+        return reduced, {"epsilon": worst}, shown
 
     def summary(self, state: Any, rounds_done: int) -> dict[str, Any]:
         cfg = self.cfg
