@@ -587,6 +587,9 @@ class Config(StrictModel):
              and privacy.on_budget == "stop", "privacy.noise_multiplier",
              "without noise (z=0) epsilon is infinite, so no round fits target_epsilon; set z > 0 or "
              "on_budget calibrate"),
+            (secure is not None and (self.train.clients_per_round or 0) < 2, "train.clients_per_round",
+             "secure aggregation reveals the sum of a round's updates, which for one client is its update: "
+             "sample at least 2 clients per round"),
             (secure is not None and secure.neighbours is not None
              and secure.neighbours >= (self.train.clients_per_round or self.data.num_clients) - 1,
              "secure_aggregation.neighbours",

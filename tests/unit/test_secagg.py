@@ -159,3 +159,10 @@ def test_messages_survive_the_wire_and_malformed_ones_are_refused():
             wire.unpack_map("secagg/to", {**packed, name: bad})
     with pytest.raises(ValueError, match="lacks"):
         wire.unpack_map("secagg/to", {})
+
+
+def test_a_cohort_of_one_is_never_unmasked():
+    out = simulate(inputs(n=1), CFG, 1.0, 0, 0)
+    assert out.total is None and [e[1] for e in out.events] == ["secagg_aborted"]
+    with pytest.raises(fedforge.errors.ConfigError, match="train.clients_per_round"):
+        fedforge.config.build_config({"secure_aggregation": {}, "train": {"clients_per_round": 1}})

@@ -184,6 +184,8 @@ class SecAggServer:
                 continue
             seen |= {got.share_key, got.mask_key}
             self.advertised[cid] = got
+        if len(self.advertised) < 2:  # a lone client's "sum" is its update
+            raise SecAggAborted(f"{len(self.advertised)} valid advertisement(s): a sum needs at least 2 clients")
         self.graph = neighbour_graph(sorted(self.advertised), self.cfg.neighbours, self.seed, self.round)
         self.step = ring.round_step(self.clip_range, sum(a.weight for a in self.advertised.values()), self.cfg.bits)
         setups = {}
@@ -376,17 +378,18 @@ def simulate(
             down += 8 * len(out) * len(out)
         return out
 
-    ads = on_clients(lambda cid: clients[cid].advertise(), list(clients))
-    setups = on_server(server.advertisements, ads)
-    shares = on_clients(lambda cid: clients[cid].share_keys(setups[cid]), list(setups))
-    routed = on_server(server.route, shares)
-    masked = on_clients(lambda cid: clients[cid].masked_input(routed[cid]), [c for c in routed if c not in dropouts])
-    survivors = on_server(server.masked_inputs, masked)
-    server.events += [
-        (cid, "secagg_dropout", "simulated: left after sharing keys") for cid in sorted(dropouts & set(routed))
-    ]
-    total, weight = None, 0.0
+    total, weight, survivors = None, 0.0, []
     try:
+        ads = on_clients(lambda cid: clients[cid].advertise(), list(clients))
+        setups = on_server(server.advertisements, ads)
+        shares = on_clients(lambda cid: clients[cid].share_keys(setups[cid]), list(setups))
+        routed = on_server(server.route, shares)
+        staying = [c for c in routed if c not in dropouts]
+        masked = on_clients(lambda cid: clients[cid].masked_input(routed[cid]), staying)
+        survivors = on_server(server.masked_inputs, masked)
+        server.events += [
+            (cid, "secagg_dropout", "simulated: left after sharing keys") for cid in sorted(dropouts & set(routed))
+        ]
         responses = on_clients(lambda cid: clients[cid].unmask(survivors), survivors)
         total, weight = on_server(server.unmask, responses)
     except SecAggAborted as err:
