@@ -110,9 +110,8 @@ class SecAggClient:
             try:
                 key = self.share_key.agree(setup.neighbours[j][0], SHARE_INFO + context)
                 plain = keys.decrypt(key, ciphertext, context)
-                if len(plain) != 16 + 2 * shamir.SHARE_BYTES or plain[:16] != j.to_bytes(8, "big") + self.id.to_bytes(
-                    8, "big"
-                ):
+                pair = j.to_bytes(8, "big") + self.id.to_bytes(8, "big")  # from j to this client
+                if len(plain) != 16 + 2 * shamir.SHARE_BYTES or plain[:16] != pair:
                     raise ValueError("the shares are addressed to another pair")
             except ValueError:
                 bad.append(j)
