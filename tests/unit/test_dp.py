@@ -1,6 +1,7 @@
 """Differential privacy: the RDP accountant against Opacus, central DP-FedAvg, local DP-SGD."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -27,7 +28,9 @@ def test_epsilon_equals_opacus_rdp_accountant_over_a_grid():
     assert tuple(float(a) for a in orders) == accountant.DEFAULT_ORDERS
     for q, z, steps in GRID:
         curve = rdp.compute_rdp(q=q, noise_multiplier=z, steps=steps, orders=orders)
-        theirs, _ = rdp.get_privacy_spent(orders=orders, rdp=curve, delta=1e-5)
+        with warnings.catch_warnings():  # Opacus notes when the best order is at the grid's edge
+            warnings.simplefilter("ignore", UserWarning)
+            theirs, _ = rdp.get_privacy_spent(orders=orders, rdp=curve, delta=1e-5)
         assert accountant.epsilon(q, z, steps, 1e-5) == pytest.approx(theirs, abs=1e-3), (q, z, steps)
 
 
