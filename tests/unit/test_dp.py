@@ -192,3 +192,18 @@ def test_the_report_plots_accuracy_against_epsilon_and_lists_it(tmp_path):
 def test_a_budget_below_one_round_is_refused_before_anything_runs():
     with pytest.raises(ConfigError, match="below what one round spends"):
         central(noise_multiplier=1.0, target_epsilon=0.01)
+
+
+def test_clients_past_their_budget_decline_and_the_rounds_go_on_without_them(quick):
+    from fedforge.tracking.query import load_events, load_rounds
+
+    privacy = {"mechanism": "local", "clip": 1.0, "noise_multiplier": 1.0, "target_epsilon": 6.0}
+    overrides = {**quick, "train": {"rounds": 3, "local_epochs": 1}, "model": {"name": "cnn", "norm": "none"}}
+    result = fedforge.run(quiet=True, **overrides, privacy=privacy)  # ~4-5 steps a round at q ~ 0.2-0.3
+    spent = [m for m in load_metrics(result.run_dir) if m["name"] == "epsilon" and m["client_id"] is not None]
+    declined = [e for e in load_events(result.run_dir) if "privacy budget spent" in e["reason"]]
+    assert {m["round"] for m in spent} >= {1} and declined and min(e["round"] for e in declined) >= 2
+    assert max(m["value"] for m in spent) <= 6.0 and result.summary["privacy"]["epsilon"] <= 6.0
+    assert len(load_rounds(result.run_dir)) == 3
+    nobody = fedforge.run(quiet=True, **overrides, privacy={**privacy, "target_epsilon": 1.0})  # too little for one
+    assert len(load_rounds(nobody.run_dir)) == 3  # a round everyone declined is an empty round, not AllClientsFailed

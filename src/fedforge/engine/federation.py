@@ -22,6 +22,7 @@ from fedforge.engine.selection import ClientSelector
 from fedforge.engine.system import ClientPlan, SystemModel
 from fedforge.engine.validation import Rejection, UpdateValidator
 from fedforge.engine.weights import payload_bytes
+from fedforge.privacy.local import BudgetSpent
 
 
 @dataclass
@@ -138,7 +139,8 @@ class Federation:
                 self.privacy.dress(job, state)
         attackers = self.attack.choose(r, reporting) if self.attack is not None else frozenset()
         outcome = self._collect(state, jobs, attackers, r)
-        if jobs and not outcome.receipts:
+        spent = all(isinstance(f.error, BudgetSpent) for f in outcome.failures)  # local DP: a quiet round
+        if jobs and not outcome.receipts and not spent:
             first = outcome.failures[0]
             raise AllClientsFailed(f"every client failed in round {r + 1}: {first.reason}") from first.error
         state, private, private_events = self._fold(state, outcome, r)
