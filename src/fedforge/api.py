@@ -213,6 +213,8 @@ class Session:
         self.exp, self.cfg, self.run_dir = experiment, experiment.cfg, run_dir
         self.server = FlatModel(experiment.build_model())
         self.algorithm = self.cfg.algorithm.resolve()(self.cfg.algorithm.params, self.cfg.train, seed=self.cfg.seed)
+        system = self.system_model()
+        self.algorithm.observe_system(system.slowness if system is not None else None)
         self.state = self.algorithm.init_server(self.server, experiment.data)
         cfg = self.cfg
         self.privacy = build_privacy(

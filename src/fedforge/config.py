@@ -531,6 +531,8 @@ class Config(StrictModel):
             )
         if getattr(algo, "asynchronous", False):
             self._asynchronous()
+        if algo.uploads_parts:
+            self._partial()
         if self.privacy is not None or self.secure_aggregation is not None:
             self._private()
         if self.system is not None and self.backend.kind == "remote":
@@ -558,6 +560,24 @@ class Config(StrictModel):
              f"{name} models slow clients with the system section, not dropouts; set it to 0"),
             (self.continual is not None, "continual", f"{name} does not run task streams"),
             (self.backend.kind == "remote", "backend.kind", f"{name} runs on the virtual clock, in simulation only"),
+        ]  # fmt: skip
+        for bad, where, message in problems:
+            if bad:
+                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
+
+    def _partial(self) -> None:
+        """What a method whose clients upload parts of the model (HeteroFL) cannot combine with."""
+        name = self.algorithm.name
+        problems = [
+            (self.aggregation.name != "mean", "aggregation.name",
+             f"{name} averages each weight over the clients holding it; robust aggregators compare whole models, "
+             "so use aggregation.name=mean"),
+            (self.attack is not None, "attack",
+             f"the attack simulation turns whole-model uploads; {name} uploads sub-models: drop the attack section"),
+            (getattr(self.algorithm.params, "assign", None) == "speed" and self.system is None,
+             "algorithm.assign", "assign: speed ranks clients by the system: section's speeds; add a system "
+             "section or use assign: random"),
+            (self.continual is not None, "continual", f"{name} does not run task streams"),
         ]  # fmt: skip
         for bad, where, message in problems:
             if bad:

@@ -84,7 +84,12 @@ class UploadSpec:
     `weight` fixes the entry's weight (a result claiming another is rejected): under DP every client
     weighs 1, so no sample count can buy a larger share. `max_distance` bounds ||entry - reference||
     (a DP client's clipped update). A `hidden` entry is masked before the server sees it (secure
-    aggregation): its values cannot be checked, only its shape."""
+    aggregation): its values cannot be checked, only its shape.
+
+    `positions` makes the entry a part of MODEL (a sub-model: HeteroFL's narrower widths): the values
+    of MODEL at those flat positions. Parts are reduced into MODEL itself, each position averaged over
+    the uploads that hold it, so the aggregator and server optimizer see one MODEL entry as ever.
+    `senders` restricts who may send the entry (the clients the server gave that sub-model)."""
 
     shape: tuple[int, ...]
     reference: torch.Tensor | None = None
@@ -95,6 +100,8 @@ class UploadSpec:
     weight: float | None = None
     max_distance: float | None = None
     hidden: bool = False  # secure aggregation: the server never reads the values, so only the shape is checked
+    positions: torch.Tensor | None = None  # int64 positions in MODEL this entry fills (a sub-model's part)
+    senders: frozenset[int] | None = None  # the only clients that may send this entry (None: any)
 
     @classmethod
     def of(cls, reference: torch.Tensor) -> UploadSpec:
@@ -102,4 +109,5 @@ class UploadSpec:
 
     def to(self, device: torch.device | str) -> UploadSpec:
         reference = self.reference.to(device) if self.reference is not None else None
-        return dataclasses.replace(self, reference=reference)
+        positions = self.positions.to(device) if self.positions is not None else None
+        return dataclasses.replace(self, reference=reference, positions=positions)

@@ -16,6 +16,7 @@ SYSTEM = 12  # clients' speeds and stragglers (engine/system.py)
 ASYNC = 13  # which idle client an asynchronous server starts next (engine/asynchronous.py)
 PRIVACY = 14  # DP noise: the server's on sums and counts, a DP-SGD client's on its gradients (privacy/)
 SECAGG = 15  # secure aggregation: simulated dropouts, neighbour graphs and stochastic rounding (privacy/secagg)
+WIDTHS = 16  # which clients get which model width (HeteroFL, FedRolex)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

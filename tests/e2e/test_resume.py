@@ -72,6 +72,7 @@ STATEFUL = [*ARGS, "algorithm.name=scaffold", "train.clients_per_round=3", "engi
 SLOW_CLIENTS = "system={profile: {kind: lognormal, sigma: 1}, deadline: 0.5, straggler_ratio: 0.3}"
 STRAGGLERS = [*ARGS, "train.clients_per_round=4", SLOW_CLIENTS]
 ASYNCHRONOUS = [*ARGS, "algorithm={name: fedbuff, buffer_size: 2, concurrency: 4}", "system={profile: {kind: real}}"]
+WIDTHS = [*ARGS, "algorithm.name=fedrolex", "train.clients_per_round=4"]  # the window and BN statistics per width
 PRIVATE = [  # the adaptive clip is server state; secure aggregation's masks cancel whatever keys were drawn
     *ARGS, "model.norm=none", "train.clients_per_round=4", "secure_aggregation={dropout_rate: 0.25}",
     "privacy={clip: 0.5, noise_multiplier: 0.5, adaptive_clip: {count_stddev: 1}}",
@@ -81,8 +82,8 @@ PRIVATE = [  # the adaptive clip is server state; secure aggregation's masks can
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
-    [ARGS, STATEFUL, STRAGGLERS, ASYNCHRONOUS, PRIVATE],
-    ids=["fedavg", "scaffold-disk-store", "stragglers", "fedbuff", "dp-secagg"],
+    [ARGS, STATEFUL, STRAGGLERS, ASYNCHRONOUS, PRIVATE, WIDTHS],
+    ids=["fedavg", "scaffold-disk-store", "stragglers", "fedbuff", "dp-secagg", "fedrolex"],
 )
 def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir, args):
     reference = reference_and_killed_victim(args, runs_dir, after_rounds=3)  # round 4 is in flight

@@ -2,7 +2,7 @@
 
 from fedforge.algorithms import (  # noqa: F401,I001  (registers the built-ins)
     continual, fedavg, fedbn, fedema, fedbuff, fedewc, fedexchange, fedlwf, feddyn, fednova, fedprox, fedssl, fedu,
-    fedwon, moon, scaffold, target,
+    fedwon, heterofl, moon, scaffold, target,
 )  # fmt: skip
 from fedforge.algorithms.base import (
     ALGORITHMS,

@@ -144,6 +144,8 @@ class Algorithm:
     task: ClassVar[str] = "classification"  # the task it trains; config.task defaults to it
     any_supervised_task: ClassVar[bool] = False  # True: it only runs local SGD on the task's loss, so it
     # trains every supervised task (detection, segmentation, ...), not just `task`
+    uploads_parts: ClassVar[bool] = False  # True: clients upload parts of MODEL (UploadSpec.positions), which
+    # only the mean reduces and no attack simulation turns
 
     @classmethod
     def trains(cls, task: Any) -> bool:
@@ -167,6 +169,15 @@ class Algorithm:
         update as `ctx.role`, so a client never depends on what `init_server` left on a server's
         object; server code that needs the same calls it in `init_server`. Default: None."""
         return None
+
+    def observe_system(self, slowness: Any) -> None:
+        """The clients' step-time multipliers of the `system:` section (an array, or None without one),
+        given before `init_server`, for a server that plans by client speed (HeteroFL's widths)."""
+
+    def eval_variants(self, state: ServerState, flat: FlatModel) -> dict[str, tuple[FlatModel, torch.Tensor]]:
+        """Further models to evaluate beside the global one, by name: (a flat model, its weights); e.g.
+        each HeteroFL width alone. `flat` is the evaluator's own model. Default: none."""
+        return {}
 
     # -- server side ----------------------------------------------------------------------
     def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:

@@ -72,6 +72,53 @@ class WeightedSum:
 
 
 @dataclass
+class PartialSum:
+    """Uploads of parts of MODEL (sub-models, `UploadSpec.positions`), summed per position: the total
+    sum_i w_i v_i and the weight sum_i w_i of the uploads that hold each position, in float64, so
+    each position is averaged over its holders alone. Partial sums merge by addition."""
+
+    total: torch.Tensor | None = None
+    cover: torch.Tensor | None = None
+    weight: float = 0.0  # the uploads' total weight, whatever part each holds
+
+    def add(self, positions: torch.Tensor, vector: torch.Tensor, weight: float, size: int) -> None:
+        if weight <= 0:
+            return
+        if self.total is None or self.cover is None:
+            dtype = _accumulator_dtype(vector)
+            self.total = torch.zeros(size, dtype=dtype, device=vector.device)
+            self.cover = torch.zeros(size, dtype=dtype, device=vector.device)
+        self.total.index_add_(0, positions, vector.detach().to(self.total.dtype), alpha=float(weight))
+        self.cover.index_add_(0, positions, torch.ones_like(positions, dtype=self.cover.dtype), alpha=float(weight))
+        self.weight += float(weight)
+
+    def merge(self, other: PartialSum) -> None:
+        if other.total is None or other.cover is None:
+            return
+        if self.total is None or self.cover is None:
+            self.total, self.cover = other.total.clone(), other.cover.clone()
+        else:
+            self.total.add_(other.total.to(self.total.device))
+            self.cover.add_(other.cover.to(self.cover.device))
+        self.weight += other.weight
+
+    def mean(self, reference: torch.Tensor, whole: WeightedSum | None) -> torch.Tensor:
+        """Each position's mean over the uploads holding it (whole-model uploads hold them all); a
+        position nobody held keeps the reference's value."""
+        assert self.total is not None and self.cover is not None
+        total, cover = self.total, self.cover
+        if whole is not None and whole.total is not None:
+            total, cover = total + whole.total.to(total.device), cover + whole.weight
+        held = cover > 0
+        mean = torch.where(held, total / cover.clamp_min(1e-300), reference.to(total.dtype))
+        return mean.to(torch.float32)
+
+    def to(self, device: torch.device | str) -> None:
+        if self.total is not None and self.cover is not None:
+            self.total, self.cover = self.total.to(device), self.cover.to(device)
+
+
+@dataclass
 class ClientReceipt:
     """What the round record keeps of one client's result (its tensors may be summed away)."""
 
@@ -118,6 +165,7 @@ class RoundOutcome:
     rejected: list[Rejection] = field(default_factory=list)
     failures: list[Any] = field(default_factory=list)  # ClientFailure from the executors
     sums: dict[str, WeightedSum] = field(default_factory=dict)
+    parts: PartialSum = field(default_factory=PartialSum)  # uploads of parts of MODEL (sub-models)
     kept: list[KeptUpload] = field(default_factory=list)
     held: list[ClientResult] = field(default_factory=list)
     masked: MaskedSum | None = None  # set by a remote executor that ran secure aggregation with its clients
@@ -153,7 +201,10 @@ class RoundOutcome:
         bytes_up = payload_bytes(result.update)
         self.receipts.append(ClientReceipt(result.client_id, result.num_samples, result.metrics, bytes_up, True))
         for name, tensor in result.update.items():
-            if name == MODEL and not self.streaming:
+            positions = self.specs[name].positions
+            if positions is not None:
+                self.parts.add(positions, tensor, result.weight(name), self.reference.numel())
+            elif name == MODEL and not self.streaming:
                 if result.weight(name) > 0:  # as in the mean: a client without samples has no say
                     self.kept.append(KeptUpload(result.client_id, tensor, result.weight(name)))
             else:
@@ -174,15 +225,20 @@ class RoundOutcome:
 
     def weight_of(self, name: str) -> float:
         """The total weight the round's admitted uploads give entry `name` (their count, where each weighs 1)."""
+        parts = self.parts.weight if name == MODEL else 0.0
         if name in self.sums:
-            return self.sums[name].weight
-        return sum(k.weight for k in self.kept) if name == MODEL else 0.0
+            return self.sums[name].weight + parts
+        return sum(k.weight for k in self.kept) + parts if name == MODEL else 0.0
 
     def reduce_sums(self) -> dict[str, torch.Tensor]:
-        """The streamed entries reduced by the weighted mean or sum their spec names (not the kept uploads)."""
-        return {
+        """The streamed entries reduced by the weighted mean or sum their spec names (not the kept uploads);
+        parts of MODEL are averaged per position into MODEL."""
+        reduced = {
             name: total.reduced(self.specs[name].reduction) for name, total in self.sums.items() if total.weight > 0
         }
+        if self.parts.weight > 0:
+            reduced[MODEL] = self.parts.mean(self.reference, self.sums.get(MODEL))
+        return reduced
 
     def reduce(self, aggregator: Aggregator) -> dict[str, torch.Tensor]:
         """Every entry that some upload carried, reduced: MODEL by `aggregator`, the rest by the weighted
@@ -199,6 +255,7 @@ class RoundOutcome:
         for total in self.sums.values():
             if total.total is not None:
                 total.total = total.total.to(device)
+        self.parts.to(device)
         for upload in self.kept:
             upload.vector = upload.vector.to(device)
         for result in self.held:
@@ -215,6 +272,7 @@ class RoundOutcome:
         self.held += other.held
         for name, total in other.sums.items():
             self.sums.setdefault(name, WeightedSum()).merge(total)
+        self.parts.merge(other.parts)
 
     def order_by(self, client_ids: list[int]) -> None:
         """Put receipts, kept and held results in job order, whichever worker produced them."""

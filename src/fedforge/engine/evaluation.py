@@ -150,6 +150,10 @@ class Evaluator:
             metrics.client_accuracy = self._client_accuracy(algorithm, state, clients)
         if src.domain_names is not None and src.test_domain is not None:
             metrics.domain_accuracy = self._domain_accuracy(algorithm, state, clients, glob)
+        for name, (flat, weights) in algorithm.eval_variants(state, self.flat).items():
+            flat.load(weights)
+            outcomes = self.task.outcomes(flat.model, src.test_x, src.test_y, self.data.transform, self.batch_size)
+            metrics.extra[f"{name}_accuracy"] = outcomes.accuracy()
         return metrics
 
     def _domain_accuracy(

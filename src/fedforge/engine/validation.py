@@ -70,6 +70,9 @@ class UpdateValidator:
                 raise InvalidUpdate(f"entry '{name}' claims weight {result.weight(name):g}; every client weighs "
                                     f"{spec.weight:g} here (privacy)")  # fmt: skip
         for name, tensor in update.items():
+            senders = specs[name].senders
+            if senders is not None and result.client_id not in senders:
+                raise InvalidUpdate(f"entry '{name}' was not asked of client {result.client_id} this round")
             self._check_entry(name, tensor, specs[name])
 
     def _check_weights(self, weights: object, specs: dict[str, UploadSpec]) -> None:
