@@ -17,6 +17,7 @@ ASYNC = 13  # which idle client an asynchronous server starts next (engine/async
 PRIVACY = 14  # DP noise: the server's on sums and counts, a DP-SGD client's on its gradients (privacy/)
 SECAGG = 15  # secure aggregation: simulated dropouts, neighbour graphs and stochastic rounding (privacy/secagg)
 WIDTHS = 16  # which clients get which model width (HeteroFL, FedRolex)
+MASKS = 17  # the initial random masks of sparse training (FedMef)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

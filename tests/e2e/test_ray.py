@@ -67,11 +67,12 @@ def test_class_continual_methods_on_ray_match_sequential(runs_dir, algorithm):
     assert par.summary["continual"] == seq.summary["continual"]
 
 
-@pytest.mark.parametrize("method", ["fedavg", "fedbn", "fedprox", "scaffold", "moon", "fedbuff", "fedrolex"])
+@pytest.mark.parametrize("method", ["fedavg", "fedbn", "fedprox", "scaffold", "moon", "fedbuff", "fedrolex", "fedmef"])
 def test_ray_ends_with_the_sequential_weights(runs_dir, method):
     """SCAFFOLD's control variates and MOON's previous models travel to the workers and back; FedBuff's
-    asynchronous loop starts its clients on the workers one by one; FedRolex's sub-models come back
-    as parts of the model, summed per position on each worker."""
+    asynchronous loop starts its clients on the workers one by one; FedRolex's sub-models and FedMef's
+    active weights come back as parts of the model, summed per position on each worker (FedMef's
+    masks travel as uint8 bit sets)."""
     partial = {"train": {"rounds": 3, "local_epochs": 1, "clients_per_round": 5}}  # client state across rounds
     seq = run(runs_dir, {}, algorithm={"name": method}, **partial)
     par = run(runs_dir, RAY, algorithm={"name": method}, **partial)
