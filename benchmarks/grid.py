@@ -28,6 +28,27 @@ def parse_args(argv: list[str], doc: str | None) -> tuple[list[int], int, dict[s
     return args.seeds, args.jobs, dict(item.split("=", 1) for item in args.overrides)
 
 
+def run_rows(
+    argv: list[str],
+    doc: str | None,
+    one_run: Callable[[Any], T],
+    rows: list[str],
+    default: list[str] | None = None,
+    rows_help: str | None = None,
+) -> tuple[list[T], list[str], int]:
+    """Parse `--seeds --jobs --rows key=value...` and run `one_run((row, seed, overrides))` for every
+    seed and chosen row (seeds outermost, so every row starts early): (results, rows, seed count)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (default 2)")
+    parser.add_argument("--rows", nargs="+", default=default or rows, choices=rows, help=rows_help)
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.overrides)
+    results = run_all(one_run, [(row, seed, overrides) for seed in args.seeds for row in args.rows], args.jobs)
+    return results, args.rows, len(args.seeds)
+
+
 def tracked_run(config: str, seed: int, settings: dict[str, Any]) -> tuple[dict[str, Any], list, list]:
     """One run in a scratch runs dir: its summary, its per-round rows and its metric rows."""
     import tempfile

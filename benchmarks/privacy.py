@@ -16,11 +16,10 @@ the Debian package dataset-fashion-mnist.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from grid import ONE_THREAD, cell, run_all, tracked_run
+from grid import ONE_THREAD, cell, run_rows, tracked_run
 
 CLIP = 0.5
 BASE: dict[str, Any] = {
@@ -70,20 +69,12 @@ def one_run(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (default 2)")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS)[:6], choices=list(ROWS),
-                        help="default: none, clip and z in 0.3, 0.6, 1.0, 3.0")  # fmt: skip
-    args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.overrides)
-    results = run_all(one_run, [(row, seed, overrides) for seed in args.seeds for row in args.rows], args.jobs)
+    results, rows, n = run_rows(argv, __doc__, one_run, list(ROWS), default=list(ROWS)[:6],
+                                rows_help="default: none, clip and z in 0.3, 0.6, 1.0, 3.0")  # fmt: skip
     baseline = [r["final"] for r in results if r["row"] == "none"]
-    n = len(args.seeds)
     print(f"| mechanism | final accuracy ({n} seeds) | vs no DP (points) | epsilon (delta 1e-5) | train s |")
     print("|---|---|---|---|---|")
-    for row in args.rows:
+    for row in rows:
         got = [r for r in results if r["row"] == row]
         finals = [r["final"] for r in got]
         gap = f"{100 * (sum(finals) / len(finals) - sum(baseline) / len(baseline)):+.2f}" if baseline else "-"

@@ -2,9 +2,9 @@
 
     python benchmarks/pruning.py [--seeds 0 1 2] [--jobs 2] [--rows dense static prune_grow bae fedmef] [key=value ...]
 
-10 clients, Dirichlet(0.5), 20 rounds of 1 local epoch; cnn (width 32, hidden 128, no BatchNorm) on
-14x14 images to fit a 2-core CPU. Density 0.2 of the conv and linear weights (ERK); adjustments
-every 3 rounds in the first half (alpha 0.2, cosine-decayed). Rows:
+10 clients, Dirichlet(0.5) over half the training set, 20 rounds of 1 local epoch; cnn (width 32,
+hidden 128, no BatchNorm) on 14x14 images to fit a 2-core CPU. Density 0.2 of the conv and linear
+weights (ERK); adjustments every 3 rounds in the first half (alpha 0.2, cosine-decayed). Rows:
 - `dense`: every weight active (FedMef at density 1, which is FedAvg);
 - `static`: a fixed random ERK mask;
 - `prune_grow`: magnitude prune and gradient grow, no BaE, no SAP (FedDST / PruneFL style);
@@ -16,16 +16,16 @@ docs/model_level.md; density is checked every round. Needs the Debian package da
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from grid import ONE_THREAD, cell, run_all, tracked_run
+from grid import ONE_THREAD, cell, run_rows, tracked_run
 
 SPARSE = {"name": "fedmef", "density": 0.2, "adjust_every": 3, "activation_keep": None}
 BASE: dict[str, Any] = {
     **ONE_THREAD,
     "data.image_size": 14,
+    "data.train_fraction": 0.5,
     "model.width": 32,
     "model.hidden": 128,
     "model.norm": "none",
@@ -71,20 +71,12 @@ def one_run(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (default 2)")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.overrides)
-    results = run_all(one_run, [(row, seed, overrides) for seed in args.seeds for row in args.rows], args.jobs)
+    results, rows, n = run_rows(argv, __doc__, one_run, list(ROWS))
     dense = [r for r in results if r["row"] == "dense"]
-    n = len(args.seeds)
     print(f"| training ({n} seeds) | accuracy | max density error | saved activations KiB | vs dense | "
           "model state KiB | peak client KiB | KiB up per round | train s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
-    for row in args.rows:
+    for row in rows:
         got = [r for r in results if r["row"] == row]
         act, model = got[0]["activations"], got[0]["model"]
         ratio = f"{act / dense[0]['activations']:.2f}x" if dense else "-"

@@ -17,11 +17,10 @@ dataset-fashion-mnist.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from grid import ONE_THREAD, cell, run_all, tracked_run
+from grid import ONE_THREAD, cell, run_rows, tracked_run
 
 CAPACITIES = {1.0: 0.2, 0.5: 0.4, 0.25: 0.4}
 BASE: dict[str, Any] = {
@@ -65,18 +64,10 @@ def one_run(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one torch thread each (default 2)")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.overrides)
-    results = run_all(one_run, [(row, seed, overrides) for seed in args.seeds for row in args.rows], args.jobs)
-    n = len(args.seeds)
+    results, rows, n = run_rows(argv, __doc__, one_run, list(ROWS))
     print(f"| training ({n} seeds) | full width | width 1/2 alone | width 1/4 alone | KiB up per round | train s |")
     print("|---|---|---|---|---|---|")
-    for row in args.rows:
+    for row in rows:
         got = [r for r in results if r["row"] == row]
         widths = [cell([r[w] for r in got]) if all(r[w] is not None for r in got) else "-" for w in WIDTHS]
         print(f"| {LABELS[row]} | {cell([r['final'] for r in got])} | {' | '.join(widths)} | "

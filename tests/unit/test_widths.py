@@ -238,3 +238,24 @@ def test_a_client_uploading_a_width_it_was_not_given_is_rejected_every_round(tmp
     rejected = [e for e in fedforge.tracking.load_events(result.run_dir) if e["kind"] == "rejected_update"]
     assert [e["client_id"] for e in rejected] == [liar, liar]
     assert f"not asked of client {liar}" in rejected[0]["reason"]
+
+
+def test_widths_follow_the_system_profiles_speeds_with_assign_speed(tmp_path, monkeypatch):
+    from fedforge.algorithms.heterofl import HeteroFL
+    from fedforge.config import SystemConfig
+    from fedforge.engine.system import draw_slowness
+    from fedforge.seeding import SYSTEM, numpy_rng
+
+    system = {"profile": {"kind": "lognormal", "sigma": 1.0}}
+    seen = {}
+    rates_of = HeteroFL.client_rates
+
+    def recording(self):
+        seen["rates"] = rates_of(self)
+        return seen["rates"]
+
+    monkeypatch.setattr(HeteroFL, "client_rates", recording)
+    run(tmp_path, algorithm={"name": "heterofl", "assign": "speed"}, system=system)
+    slowness = draw_slowness(SystemConfig(**system), 6, numpy_rng(0, SYSTEM))
+    fastest_first = np.argsort(slowness, kind="stable")
+    assert seen["rates"][fastest_first].tolist() == [1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
