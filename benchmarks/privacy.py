@@ -1,6 +1,6 @@
 """Central DP-FedAvg on Fashion-MNIST, 1,000 clients, 10 % per round: accuracy against epsilon, 3 seeds.
 
-    python benchmarks/privacy.py [--seeds 0 1 2] [--jobs 2] [--rows none clip z0.3 ... adaptive local] [key=value ...]
+    python benchmarks/privacy.py [key=value ...] [--seeds 0 1 2] [--jobs 2] [--rows none clip z0.3 ... adaptive local]
 
 Each client holds 60 images (IID); 100 clients train 2 local epochs of plain SGD (lr 0.1, batch
 16) per round for 40 rounds, and the server applies the noised mean with momentum 0.9 (DP-FedAvgM,

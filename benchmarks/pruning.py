@@ -1,6 +1,6 @@
 """Federated dynamic pruning on Fashion-MNIST: FedMef against dense, static sparse and prune-and-grow.
 
-    python benchmarks/pruning.py [--seeds 0 1 2] [--jobs 2] [--rows dense static prune_grow bae fedmef] [key=value ...]
+    python benchmarks/pruning.py [key=value ...] [--seeds 0 1 2] [--jobs 2] [--rows dense static prune_grow bae fedmef]
 
 10 clients, Dirichlet(0.5) over half the training set, 20 rounds of 1 local epoch; cnn (width 32,
 hidden 128, no BatchNorm) on 14x14 images to fit a 2-core CPU. Density 0.2 of the conv and linear

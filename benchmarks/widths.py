@@ -1,6 +1,6 @@
 """Heterogeneous widths on Fashion-MNIST: HeteroFL and FedRolex against the full-capacity clients alone.
 
-    python benchmarks/widths.py [--seeds 0 1 2] [--jobs 2] [--rows heterofl fedrolex full_only all_full] [key=value ...]
+    python benchmarks/widths.py [key=value ...] [--seeds 0 1 2] [--jobs 2] [--rows heterofl fedrolex full_only all_full]
 
 10 clients, Dirichlet(0.5); capacities {1: 0.2, 0.5: 0.4, 0.25: 0.4} (2 / 4 / 4 clients, a seeded
 draw). Rows:
@@ -11,8 +11,12 @@ draw). Rows:
   equals FedAvg bit for bit, tests/unit/test_widths.py);
 - `all_full`: FedAvg with every client at full width, the ceiling no capacity limit allows.
 To fit a 2-core CPU the images are 14x14 and the cnn has width 32 / hidden 128 with BatchNorm
-(static BN for the width methods). Prints the table of docs/model_level.md. Needs the Debian package
-dataset-fashion-mnist.
+(static BN and the scaler for the width methods, as the paper). Without BatchNorm (overrides go
+before --rows):
+
+    python benchmarks/widths.py model.norm=none algorithm.scaler=false --rows heterofl fedrolex full_only
+
+Prints the tables of docs/model_level.md. Needs the Debian package dataset-fashion-mnist.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ BASE: dict[str, Any] = {
     "eval.every": 10,
 }
 ROWS: dict[str, dict[str, Any]] = {
-    "heterofl": {"algorithm": {"name": "heterofl", "capacities": CAPACITIES}},
-    "fedrolex": {"algorithm": {"name": "fedrolex", "capacities": CAPACITIES}},
+    "heterofl": {"algorithm": {"name": "heterofl", "capacities": CAPACITIES, "scaler": True}},
+    "fedrolex": {"algorithm": {"name": "fedrolex", "capacities": CAPACITIES, "scaler": True}},
     "full_only": {"algorithm": {"name": "heterofl", "capacities": CAPACITIES, "min_capacity": 1.0}},
     "all_full": {"algorithm": {"name": "fedavg"}},
 }

@@ -8,8 +8,9 @@ uploads only its sub-model (its bytes shrink like its compute), as a part of MOD
 positions; the server averages every position over the clients that hold it (engine/aggregation.py's
 PartialSum), so the aggregator plug-in and the server optimizer still see one MODEL entry.
 
-- **Scaler**: a narrower model divides each hidden layer's output by r, so the layers after it see
-  activations on the full model's scale. Unlike the released code (which drops it at inference,
+- **Scaler** (`scaler: true`, off by default): a narrower model divides each hidden layer's output by
+  r, so the layers after it see activations on the full model's scale. Measured here, it changes
+  little under BatchNorm and makes a BN-free cnn diverge, hence the default. Unlike the released code (which drops it at inference,
   harmless with BatchNorm's scale invariance), it stays on whenever the narrower model runs, so a
   sub-model evaluated alone is the model its clients trained.
 - **Static BN**: running statistics are not averaged across widths (a channel's statistics depend on
@@ -163,7 +164,10 @@ class WidthParams(StrictModel):
     assign: Literal["random", "speed"] = Field(
         "random", description="random: a seeded draw; speed: the fastest clients of the system: profile get the widest"
     )
-    scaler: bool = Field(True, description="divide a narrower model's hidden outputs by its width (default true)")
+    scaler: bool = Field(
+        False, description="divide a narrower model's hidden outputs by its width, as the paper (default false: "
+        "without BatchNorm it diverged here, docs/model_level.md)",
+    )
     min_capacity: float = Field(
         0.0, ge=0, le=1, description="clients narrower than this sit out (default 0: everyone trains)"
     )
