@@ -73,6 +73,9 @@ SLOW_CLIENTS = "system={profile: {kind: lognormal, sigma: 1}, deadline: 0.5, str
 STRAGGLERS = [*ARGS, "train.clients_per_round=4", SLOW_CLIENTS]
 ASYNCHRONOUS = [*ARGS, "algorithm={name: fedbuff, buffer_size: 2, concurrency: 4}", "system={profile: {kind: real}}"]
 WIDTHS = [*ARGS, "algorithm.name=fedrolex", "train.clients_per_round=4"]  # the window and BN statistics per width
+PRUNING = [  # the mask and the weights marked for extrusion are server state, mid-extrusion at the kill
+    *ARGS, "model.norm=none", "algorithm={name: fedmef, adjust_every: 2, adjust_until: 1.0, extrusion_rounds: 2}",
+]  # fmt: skip
 PRIVATE = [  # the adaptive clip is server state; secure aggregation's masks cancel whatever keys were drawn
     *ARGS, "model.norm=none", "train.clients_per_round=4", "secure_aggregation={dropout_rate: 0.25}",
     "privacy={clip: 0.5, noise_multiplier: 0.5, adaptive_clip: {count_stddev: 1}}",
@@ -82,8 +85,8 @@ PRIVATE = [  # the adaptive clip is server state; secure aggregation's masks can
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
-    [ARGS, STATEFUL, STRAGGLERS, ASYNCHRONOUS, PRIVATE, WIDTHS],
-    ids=["fedavg", "scaffold-disk-store", "stragglers", "fedbuff", "dp-secagg", "fedrolex"],
+    [ARGS, STATEFUL, STRAGGLERS, ASYNCHRONOUS, PRIVATE, WIDTHS, PRUNING],
+    ids=["fedavg", "scaffold-disk-store", "stragglers", "fedbuff", "dp-secagg", "fedrolex", "fedmef"],
 )
 def test_sigkill_mid_round_then_resume_matches_uninterrupted_run(runs_dir, args):
     reference = reference_and_killed_victim(args, runs_dir, after_rounds=3)  # round 4 is in flight
