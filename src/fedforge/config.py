@@ -800,7 +800,7 @@ def annotated_yaml(cfg: Config) -> str:
                 lines.append(f"{indent}{key}:")
                 emit(child, indent + "  ")
                 continue
-            text = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip().strip("{}")
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip()[1:-1]  # the outer {}
             info = fields.get(key)
             note = f"  # {info.description}" if info is not None and info.description else ""
             lines.append(f"{indent}{text}{note}")

@@ -119,3 +119,15 @@ def test_switching_a_plugin_drops_the_old_plugins_parameters(tmp_path):
     assert same.data.partition.params.alpha == 0.1 and same.algorithm.params.mu == 0.2
     switched = load_config(path, ["algorithm.name=fedbn", "algorithm.norm_types=[batch, group]"])
     assert switched.algorithm.params.norm_types == ["batch", "group"]
+
+
+def test_the_annotated_yaml_of_a_mapping_valued_parameter_loads_back_to_the_same_config(tmp_path):
+    import yaml
+
+    from fedforge.config import annotated_yaml, build_config
+
+    cfg = build_config({"algorithm": {"name": "heterofl", "capacities": {1: 0.5, 0.25: 0.5}}})
+    text = annotated_yaml(cfg)
+    assert "capacities: {'0.25': 0.5, '1.0': 0.5}  #" in text
+    again = build_config(yaml.safe_load(text))
+    assert again.algorithm.params.capacities == {1.0: 0.5, 0.25: 0.5} and again.to_dict() == cfg.to_dict()

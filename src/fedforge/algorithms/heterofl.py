@@ -165,7 +165,8 @@ class WidthParams(StrictModel):
         "random", description="random: a seeded draw; speed: the fastest clients of the system: profile get the widest"
     )
     scaler: bool = Field(
-        False, description="divide a narrower model's hidden outputs by its width, as the paper (default false: "
+        False,
+        description="divide a narrower model's hidden outputs by its width, as the paper (default false: "
         "without BatchNorm it diverged here, docs/model_level.md)",
     )
     min_capacity: float = Field(
