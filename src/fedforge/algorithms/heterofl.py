@@ -10,11 +10,11 @@ PartialSum), so the aggregator plug-in and the server optimizer still see one MO
 
 - **Scaler** (`scaler: true`, off by default): a narrower model divides each hidden layer's output by
   r, so the layers after it see activations on the full model's scale. Measured here, it changes
-  little under BatchNorm and makes a BN-free cnn diverge, hence the default. Unlike the released code (which drops it at inference,
-  harmless with BatchNorm's scale invariance), it stays on whenever the narrower model runs, so a
-  sub-model evaluated alone is the model its clients trained.
+  little under BatchNorm and makes a BN-free cnn diverge, hence the default. Unlike the released
+  code (which drops it at inference, harmless with BatchNorm's scale invariance), it stays on
+  whenever the narrower model runs, so a sub-model evaluated alone is the model its clients trained.
 - **Static BN**: running statistics are not averaged across widths (a channel's statistics depend on
-  how many channels feed it). After training, a client recomputes exact statistics of its final
+  how many channels feed it). After training, a client recomputes the statistics of its final
   sub-model over its data and uploads them (`stats/w<r>`); the server keeps them per width, and the
   full model's are the full-width clients'.
 - **Capacities**: `capacities` maps a width to the share of clients at it, assigned by a seeded
