@@ -561,9 +561,7 @@ class Config(StrictModel):
             (self.continual is not None, "continual", f"{name} does not run task streams"),
             (self.backend.kind == "remote", "backend.kind", f"{name} runs on the virtual clock, in simulation only"),
         ]  # fmt: skip
-        for bad, where, message in problems:
-            if bad:
-                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
+        _refuse(problems)
 
     def _partial(self) -> None:
         """What a method whose clients upload parts of the model (HeteroFL) cannot combine with."""
@@ -579,9 +577,7 @@ class Config(StrictModel):
              "section or use assign: random"),
             (self.continual is not None, "continual", f"{name} does not run task streams"),
         ]  # fmt: skip
-        for bad, where, message in problems:
-            if bad:
-                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
+        _refuse(problems)
 
     def _private(self) -> None:
         """What DP and secure aggregation cannot compose with, said before anything runs."""
@@ -616,9 +612,7 @@ class Config(StrictModel):
              f"{secure.neighbours if secure else 0} neighbours in a cohort of {self.train.clients_per_round}: "
              "that is every other client; drop neighbours (plain SecAgg)"),
         ]  # fmt: skip
-        for bad, where, message in problems:
-            if bad:
-                raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
+        _refuse(problems)
 
     def _continual_rounds(self, continual: ContinualConfig) -> None:
         """A task stream fixes the number of rounds; an explicit, different train.rounds is a mistake."""
@@ -783,6 +777,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mappi
         update = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
         raw = merge(raw, update)
     return build_config(raw, str(path) if path is not None else None)
+
+
+def _refuse(problems: list[tuple[bool, str, str]]) -> None:
+    """Raise the first (bad, field, message) that applies, located at its field."""
+    for bad, where, message in problems:
+        if bad:
+            raise PydanticCustomError("inconsistent", "{msg}", {"msg": message, "subloc": where})
 
 
 def annotated_yaml(cfg: Config) -> str:
