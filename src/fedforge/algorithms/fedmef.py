@@ -26,6 +26,7 @@ and `model_bytes` (weights, gradients and momentum at their sparse size: values 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -138,31 +139,38 @@ class FedMef(Algorithm):
     def init_server(self, flat: FlatModel, data: FederatedDataset) -> ServerState:
         state = super().init_server(flat, data)
         self.role = self.client_role(flat, data)
+        self._active: tuple[torch.Tensor, torch.Tensor] | None = None  # (mask, its active positions)
         densities = erk_densities(self.role.layers, self.params.density)
         mask = random_mask(self.role.layers, densities, torch_generator(self.seed, MASKS)).to(state.weights.device)
         prunable = self.role.positions.to(mask.device)
-        scale = torch.cat(
-            [torch.full((layer.numel,), d**-0.5) for layer, d in zip(self.role.layers, densities, strict=True)]
-        )
-        state.weights[prunable] *= scale.to(
-            state.weights.device
-        )  # a layer keeps its fan-in variance (RigL's scaled init)
+        fan_in = [torch.full((layer.numel,), d**-0.5) for layer, d in zip(self.role.layers, densities, strict=True)]
+        state.weights[prunable] *= torch.cat(fan_in).to(state.weights.device)  # RigL's scaled init
         state.weights[prunable[~mask]] = 0.0
-        state.extras.update(mask=mask, marked=None)
-        return state
+        return ServerState(state.weights, {"mask": mask, "marked": self.announce(state.weights, mask, None, 0)})
+
+    def announce(
+        self, weights: torch.Tensor, mask: torch.Tensor, marked: torch.Tensor | None, round_index: int
+    ) -> torch.Tensor | None:
+        """The weights marked for pruning that round `round_index` extrudes (BaE): announced in the
+        first round of an extrusion, from the global weights then, and kept until the adjustment."""
+        target = self.extrudes(round_index)
+        if target is None or marked is not None:
+            return marked
+        prunable = weights[self.role.positions.to(mask.device)]
+        return lowest_active(mask, prunable, self.role.layers, self.prune_share(target))
 
     def active_positions(self, state: ServerState) -> torch.Tensor:
-        return self.role.active(state.extras["mask"])
+        """Flat positions of the active weights; computed once per mask, not once per client."""
+        mask = state.extras["mask"]
+        if self._active is None or self._active[0] is not mask:
+            self._active = (mask, self.role.active(mask))
+        return self._active[1]
 
     def client_job(self, state: ServerState, client_id: int, round_index: int) -> ClientJob:
-        mask = state.extras["mask"]
+        mask, marked = state.extras["mask"], state.extras["marked"]
         payload = {MODEL: state.weights[self.active_positions(state)], MASK: pack_bits(mask)}
-        target = self.extrudes(round_index)
-        if target is not None:
-            if state.extras["marked"] is None:  # the first round of this extrusion: announce the set
-                weights = state.weights[self.role.positions.to(mask.device)]
-                state.extras["marked"] = lowest_active(mask, weights, self.role.layers, self.prune_share(target))
-            payload[MARKED] = pack_bits(state.extras["marked"])
+        if marked is not None and self.extrudes(round_index) is not None:
+            payload[MARKED] = pack_bits(marked)
         if self.adjusts(round_index):
             payload[GROW] = torch.ones(1)
         return ClientJob(client_id, round_index, payload)
@@ -171,7 +179,7 @@ class FedMef(Algorithm):
         active = self.active_positions(state)
         reference = state.weights[active]
         specs = {
-            MODEL: UploadSpec(tuple(state.weights.shape), state.weights, required=False),
+            MODEL: dataclasses.replace(UploadSpec.of(state.weights), required=False),
             PART: UploadSpec((len(active),), reference, positions=active,
                              reference_norm=float(torch.linalg.vector_norm(reference))),
             GRADIENT: UploadSpec((len(self.role.positions),), required=False),
@@ -179,6 +187,8 @@ class FedMef(Algorithm):
         return specs
 
     def apply(self, state: ServerState, reduced: dict[str, torch.Tensor], round_index: int) -> ServerState:
+        """The mean of the active weights; in an adjustment round, prune and grow; then announce what
+        the next round extrudes."""
         weights = reduced.get(MODEL, state.weights)
         mask, marked = state.extras["mask"], state.extras["marked"]
         if self.adjusts(round_index) and GRADIENT in reduced:
@@ -189,10 +199,8 @@ class FedMef(Algorithm):
             weights = weights.clone()
             weights[prunable[~mask]] = 0.0  # the pruned leave; the grown start at 0 (they were)
             marked = None
+        marked = self.announce(weights, mask, marked, round_index + 1)
         return ServerState(weights, {**state.extras, "mask": mask, "marked": marked})
-
-    def apply_mean(self, state: ServerState, mean: torch.Tensor, round_index: int) -> ServerState:
-        return ServerState(mean, state.extras)
 
     def summary(self, state: ServerState) -> dict[str, Any]:
         mask = state.extras["mask"]

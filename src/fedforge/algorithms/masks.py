@@ -9,6 +9,7 @@ kept dense and the rest re-scaled.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ class PrunableLayer:
 
     @property
     def numel(self) -> int:
-        return int(torch.tensor(self.shape).prod())
+        return math.prod(self.shape)
 
 
 def prunable_layers(layout: Layout) -> list[PrunableLayer]:
