@@ -88,8 +88,8 @@ class SubModel:
                 module.get_submodule(name).register_forward_hook(Scaler(rate))
         flat = FlatModel(module)
         layout = flat.layout
-        params = layout.indices(lambda name: name in {e.name for e in layout.entries if e.is_param})
-        stats = layout.indices(lambda name: name in {e.name for e in layout.entries if not e.is_param})
+        names = {e.name for e in layout.entries if e.is_param}
+        params, stats = layout.indices(lambda n: n in names), layout.indices(lambda n: n not in names)
         return cls(flat, torch.cat([params, stats]).to(flat.vector.device), len(params))
 
     def load(self, weights: torch.Tensor) -> None:
